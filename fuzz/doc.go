@@ -1,0 +1,8 @@
+// Package fuzz holds the lab's fuzz targets and the oracles they check.
+//
+// Each target is a Check function that takes the fuzzer's bytes and returns
+// an error when an oracle fails. The native targets (FuzzXxx in the test
+// files, run with go test -fuzz) and the go-fuzz style entry points (build
+// tag gofuzz) both call the same Check functions, so every driver tests the
+// same thing.
+package fuzz
