@@ -1,0 +1,68 @@
+package engine
+
+import (
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+func TestOrderByTimeThenSequence(t *testing.T) {
+	e := New(1)
+	var got []string
+	add := func(at time.Duration, name string) *Timer {
+		return e.At(at, func() { got = append(got, name) })
+	}
+	add(2*time.Second, "b1")
+	add(time.Second, "a")
+	add(2*time.Second, "b2")
+	stopped := add(2*time.Second, "never")
+	add(3*time.Second, "c")
+	require.True(t, e.Stop(stopped))
+	require.False(t, e.Stop(stopped))
+	require.False(t, stopped.Pending())
+	e.At(2*time.Second, func() {
+		got = append(got, "b3")
+		e.At(0, func() { got = append(got, "now, scheduled in the past") })
+	})
+	e.RunUntil(2 * time.Second)
+	require.Equal(t, []string{"a", "b1", "b2", "b3", "now, scheduled in the past"}, got)
+	require.Equal(t, 2*time.Second, e.Now())
+	next, ok := e.Next()
+	require.True(t, ok)
+	require.Equal(t, 3*time.Second, next)
+	require.True(t, e.Step())
+	require.False(t, e.Step())
+	e.RunUntil(10 * time.Second)
+	require.Equal(t, 10*time.Second, e.Now())
+}
+
+func TestSeededRandomness(t *testing.T) {
+	draw := func(seed uint64) []uint32 {
+		e := New(seed)
+		out := make([]uint32, 8)
+		for i := range out {
+			out[i] = e.Rand().Uint32()
+		}
+		return out
+	}
+	require.Equal(t, draw(42), draw(42))
+	require.NotEqual(t, draw(42), draw(43))
+}
+
+func TestLog(t *testing.T) {
+	e := New(0)
+	e.Logf(KindWorld, "world", "boot %d", 1)
+	e.RunUntil(1500 * time.Millisecond)
+	e.Log.Keep(KindAll &^ KindPacket)
+	e.Logf(KindPacket, "device", "dropped: packets are not kept")
+	e.Logf(KindConn, "guest", "connected")
+	require.Equal(t, "   0.000000000 world   boot 1\n   1.500000000 guest   connected\n", e.Log.String())
+	require.Equal(t, 2, e.Log.Len())
+	// The hash is of exactly the rendered text.
+	other := New(9)
+	other.Log.Add(0, KindWorld, "world", "boot 1")
+	other.Log.Add(1500*time.Millisecond, KindConn, "guest", "connected")
+	require.Equal(t, e.Log.Hash(), other.Log.Hash())
+	require.Equal(t, "  -0.000000001", FormatTime(-1))
+}
