@@ -1,0 +1,526 @@
+// Package guest models a Linux guest kernel's vsock stack over a virtio-vsock
+// device: the socket tables and their lookup rule, connect/accept/shutdown/
+// close, per-socket credit, transport resets, and the virtio driver side of
+// the three queues, laying packets out over descriptors as each kernel era
+// does. Profiles (profile.go) select the era's behaviour.
+//
+// Sources: net/vmw_vsock/af_vsock.c, virtio_transport_common.c and
+// virtio_transport.c, as summarised in the project's reference facts
+// (sections 2 to 4). The model is pure: no goroutines, no clock but the
+// engine's, no I/O.
+package guest
+
+import (
+	"fmt"
+	"slices"
+	"syscall"
+	"time"
+
+	"github.com/vsocklab/vsocklab/emu/engine"
+	"github.com/vsocklab/vsocklab/virtio"
+)
+
+// Range is a span of guest physical memory.
+type Range struct {
+	Base, Size uint64
+}
+
+// Config places the kernel in guest memory.
+type Config struct {
+	CID      uint64
+	Mem      virtio.Memory
+	Queues   [3]virtio.Layout // indexed by virtio.QueueRX, QueueTX, QueueEvent
+	Features uint64           // negotiated ring features
+	Arena    Range            // where receive, event and transmit buffers live
+	// Notify kicks the device's queue. It is called synchronously and must
+	// only schedule work.
+	Notify func(queue int)
+}
+
+// eventBuffers is how many event buffers the driver posts.
+const eventBuffers = 8
+
+// Kernel is one guest's vsock stack.
+type Kernel struct {
+	eng *engine.Engine
+	p   Profile
+	cfg Config
+	cid uint64
+	mem virtio.Memory
+
+	rxq, txq, evq *virtio.Driver
+	arena         *arena
+
+	rxSlots    []uint64 // receive buffer addresses
+	rxFree     []int    // slots not posted
+	rxByHead   []int    // head -> slot+1
+	rxPosted   int
+	rxPeak     int
+	evSlots    [eventBuffers]uint64
+	evByHead   []int // head -> slot+1
+	txByHead   []*txPkt
+	sendQ      []*txPkt
+	pktPool    []*txPkt
+	skbBufPool [][]byte
+	scratch    []byte
+
+	bound     map[uint32]*Socket
+	connected map[connKey]*Socket
+	sockets   []*Socket // every socket the kernel still knows, by creation
+	nextID    int
+	nextPipe  int
+
+	portCounter uint32
+
+	frozen       bool
+	irqPending   bool
+	irqScheduled bool
+	timers       []*kTimer
+
+	// Wake is called with a *Socket or *Pipe whose readiness may have
+	// changed (sk_data_ready, sk_write_space, sk_state_change,
+	// sk_error_report). It must only schedule work.
+	Wake func(obj any)
+
+	stats Stats
+}
+
+// Stats counts what the kernel did.
+type Stats struct {
+	TXPackets, RXPackets   uint64
+	TXBytes, RXBytes       uint64 // RW payload
+	RXDropped              uint64 // used buffers dropped by the driver's checks
+	RWDropped              uint64 // RW packets dropped by a socket's receive limit
+	OverflowResets         uint64
+	TransportResets        uint64
+	RSTSent, RSTReceived   uint64
+	SendQueuePeak          int
+	ArenaExhausted         uint64
+	UsedRingErrors         uint64
+	EventBuffersIgnored    uint64
+	RequestsOnResetSockets uint64 // REQUESTs answered with RST by a reset, unclosed socket
+}
+
+type connKey struct {
+	remoteCID  uint32
+	remotePort uint32
+	localPort  uint32
+}
+
+func keyOf(s *Socket) connKey {
+	return connKey{remoteCID: uint32(s.remote.CID), remotePort: s.remote.Port, localPort: s.local.Port}
+}
+
+// New builds the kernel's driver side: rings initialised, receive buffers
+// and eight event buffers posted, the device notified.
+func New(eng *engine.Engine, p Profile, cfg Config) (*Kernel, error) {
+	k := &Kernel{
+		eng: eng, p: p, cfg: cfg, cid: cfg.CID, mem: cfg.Mem,
+		bound:     map[uint32]*Socket{},
+		connected: map[connKey]*Socket{},
+		scratch:   make([]byte, virtio.HeaderLen),
+	}
+	var err error
+	if k.rxq, err = virtio.NewDriver(cfg.Mem, cfg.Queues[virtio.QueueRX], cfg.Features); err != nil {
+		return nil, fmt.Errorf("guest rx queue: %w", err)
+	}
+	if k.txq, err = virtio.NewDriver(cfg.Mem, cfg.Queues[virtio.QueueTX], cfg.Features); err != nil {
+		return nil, fmt.Errorf("guest tx queue: %w", err)
+	}
+	if k.evq, err = virtio.NewDriver(cfg.Mem, cfg.Queues[virtio.QueueEvent], cfg.Features); err != nil {
+		return nil, fmt.Errorf("guest event queue: %w", err)
+	}
+	if err := cfg.Mem.Check(cfg.Arena.Base, cfg.Arena.Size); err != nil {
+		return nil, fmt.Errorf("guest arena: %w", err)
+	}
+	k.rxByHead = make([]int, cfg.Queues[virtio.QueueRX].Size)
+	k.evByHead = make([]int, cfg.Queues[virtio.QueueEvent].Size)
+	k.txByHead = make([]*txPkt, cfg.Queues[virtio.QueueTX].Size)
+
+	// Receive buffers: as many as the ring holds (virtio_vsock_rx_fill adds
+	// until the ring is full), each the profile's layout, packed at the
+	// start of the arena; then the event buffers; the rest is for TX.
+	perBuf := uint64(0)
+	for _, l := range p.RX.bufs() {
+		perBuf += (uint64(l) + 63) &^ 63
+	}
+	nrx := int(cfg.Queues[virtio.QueueRX].Size) / len(p.RX.bufs())
+	rxBytes := perBuf * uint64(nrx)
+	if rxBytes+eventBuffers*64 >= cfg.Arena.Size {
+		return nil, fmt.Errorf("guest arena of %d bytes cannot hold %d receive buffers", cfg.Arena.Size, nrx)
+	}
+	for i := 0; i < nrx; i++ {
+		k.rxSlots = append(k.rxSlots, cfg.Arena.Base+uint64(i)*perBuf)
+		k.rxFree = append(k.rxFree, nrx-1-i)
+	}
+	for i := range k.evSlots {
+		k.evSlots[i] = cfg.Arena.Base + rxBytes + uint64(i)*64
+	}
+	txBase := cfg.Arena.Base + rxBytes + eventBuffers*64
+	k.arena = newArena(txBase, cfg.Arena.Base+cfg.Arena.Size-txBase)
+
+	k.fillRX()
+	for i := range k.evSlots {
+		if err := k.postEvent(i); err != nil {
+			return nil, err
+		}
+	}
+	k.notify(virtio.QueueRX)
+	k.notify(virtio.QueueEvent)
+	return k, nil
+}
+
+// Profile returns the kernel's profile.
+func (k *Kernel) Profile() Profile { return k.p }
+
+// CID returns the guest's context ID.
+func (k *Kernel) CID() uint64 { return k.cid }
+
+// Stats returns the kernel's counters.
+func (k *Kernel) Stats() Stats { return k.stats }
+
+func (k *Kernel) notify(q int) {
+	if k.cfg.Notify != nil {
+		k.cfg.Notify(q)
+	}
+}
+
+func (k *Kernel) wake(obj any) {
+	if k.Wake != nil {
+		k.Wake(obj)
+	}
+}
+
+func (k *Kernel) logConn(format string, args ...any) {
+	k.eng.Logf(engine.KindConn, "guest", format, args...)
+}
+
+func (k *Kernel) logFault(format string, args ...any) {
+	k.eng.Logf(engine.KindFault, "guest", format, args...)
+}
+
+// --- receive buffers -------------------------------------------------------
+
+func (k *Kernel) fillRX() {
+	var bufs [2]virtio.Buffer
+	lens := k.p.RX.bufs()
+	for len(k.rxFree) > 0 && k.rxq.NumFree() >= len(lens) {
+		slot := k.rxFree[len(k.rxFree)-1]
+		addr := k.rxSlots[slot]
+		for i, l := range lens {
+			bufs[i] = virtio.Buffer{Addr: addr, Len: l, Write: true}
+			addr += (uint64(l) + 63) &^ 63
+		}
+		head, err := k.rxq.Add(bufs[:len(lens)])
+		if err != nil {
+			k.logFault("posting a receive buffer failed: %v", err)
+			return
+		}
+		k.rxFree = k.rxFree[:len(k.rxFree)-1]
+		k.rxByHead[head] = slot + 1
+		k.rxPosted++
+	}
+	k.rxPeak = max(k.rxPeak, k.rxPosted)
+}
+
+func (k *Kernel) postEvent(slot int) error {
+	head, err := k.evq.Add([]virtio.Buffer{{Addr: k.evSlots[slot], Len: virtio.EventLen, Write: true}})
+	if err != nil {
+		return fmt.Errorf("guest event buffer: %w", err)
+	}
+	k.evByHead[head] = slot + 1
+	return nil
+}
+
+// --- interrupts ------------------------------------------------------------
+
+// Interrupt is the device's used-buffer notification. The kernel handles it
+// in an event at the current virtual time (its workers), or after Thaw when
+// the guest is frozen.
+func (k *Kernel) Interrupt() {
+	if k.frozen {
+		k.irqPending = true
+		return
+	}
+	if k.irqScheduled {
+		return
+	}
+	k.irqScheduled = true
+	k.eng.At(k.eng.Now(), k.handleIRQ)
+}
+
+// handleIRQ runs the three workers in queue order: receive, transmit
+// completions, events (vp_vring_interrupt walks the queues in index order).
+func (k *Kernel) handleIRQ() {
+	k.irqScheduled = false
+	if k.frozen {
+		k.irqPending = true
+		return
+	}
+	k.reapRX()
+	k.reapTX()
+	k.reapEvents()
+}
+
+func (k *Kernel) reapRX() {
+	got := false
+	for {
+		head, used, ok, err := k.rxq.PopUsed()
+		if err != nil {
+			k.stats.UsedRingErrors++
+			k.logFault("rx used ring: %v", err)
+			if !ok {
+				break
+			}
+			continue
+		}
+		if !ok {
+			break
+		}
+		got = true
+		slot := k.rxByHead[head] - 1
+		k.rxByHead[head] = 0
+		k.rxPosted--
+		k.receiveBuffer(k.rxSlots[slot], used)
+		k.rxFree = append(k.rxFree, slot)
+	}
+	if got && k.rxPosted < k.rxPeak/2 {
+		k.fillRX()
+		k.notify(virtio.QueueRX)
+	}
+}
+
+// receiveBuffer applies the driver's checks to one used receive buffer and
+// hands its packet to the socket layer (virtio_transport_rx_work).
+func (k *Kernel) receiveBuffer(addr uint64, used uint32) {
+	lens := k.p.RX.bufs()
+	total := uint32(0)
+	for _, l := range lens {
+		total += l
+	}
+	if used < virtio.HeaderLen || used > total {
+		k.stats.RXDropped++
+		k.logFault("rx buffer dropped: used length %d outside [44, %d]", used, total)
+		return
+	}
+	if err := k.mem.ReadAt(k.scratch[:virtio.HeaderLen], addr); err != nil {
+		k.stats.RXDropped++
+		k.logFault("rx buffer unreadable: %v", err)
+		return
+	}
+	hdr, _ := virtio.DecodeHeader(k.scratch)
+	payloadAddr := addr + virtio.HeaderLen
+	room := total - virtio.HeaderLen
+	if len(lens) == 2 {
+		payloadAddr = addr + ((uint64(lens[0]) + 63) &^ 63)
+	}
+	n := hdr.Len
+	if n > used-virtio.HeaderLen {
+		if k.p.RXHdrLenCheck {
+			k.stats.RXDropped++
+			k.logFault("rx buffer dropped: hdr.len %d over the %d bytes written", hdr.Len, used-virtio.HeaderLen)
+			return
+		}
+		// Before 0dab92484474 the length was trusted; what lies past the
+		// written bytes is whatever the buffer held.
+		k.logFault("rx hdr.len %d over the %d bytes written: trusted (no 0dab92484474)", hdr.Len, used-virtio.HeaderLen)
+		n = min(n, room)
+	}
+	var payload []byte
+	if n > 0 {
+		payload = k.getSkbBuf(int(n))
+		if err := k.mem.ReadAt(payload, payloadAddr); err != nil {
+			k.putSkbBuf(payload)
+			k.stats.RXDropped++
+			k.logFault("rx payload unreadable: %v", err)
+			return
+		}
+	}
+	k.stats.RXPackets++
+	if hdr.Op == virtio.OpRW {
+		k.stats.RXBytes += uint64(n)
+	}
+	k.recvPkt(&hdr, payload)
+}
+
+func (k *Kernel) reapEvents() {
+	got := false
+	for {
+		head, used, ok, err := k.evq.PopUsed()
+		if err != nil {
+			k.stats.UsedRingErrors++
+			k.logFault("event used ring: %v", err)
+			if !ok {
+				break
+			}
+			continue
+		}
+		if !ok {
+			break
+		}
+		got = true
+		slot := k.evByHead[head] - 1
+		k.evByHead[head] = 0
+		if used != virtio.EventLen {
+			k.stats.EventBuffersIgnored++
+			k.logFault("event buffer with used length %d ignored", used)
+		} else if err := k.mem.ReadAt(k.scratch[:virtio.EventLen], k.evSlots[slot]); err == nil {
+			id, _ := virtio.DecodeEvent(k.scratch)
+			if id == virtio.EventTransportReset {
+				k.transportReset()
+			}
+		}
+		if err := k.postEvent(slot); err != nil {
+			k.logFault("%v", err)
+		}
+	}
+	if got {
+		k.notify(virtio.QueueEvent)
+	}
+}
+
+// transportReset is virtio_vsock_reset_sock for every connected socket:
+// TCP_CLOSE, sk_err = ECONNRESET, an error report. No packet is sent,
+// SOCK_DONE is not set and nothing leaves any table (facts section 3).
+func (k *Kernel) transportReset() {
+	k.stats.TransportResets++
+	keys := make([]connKey, 0, len(k.connected))
+	for key := range k.connected {
+		keys = append(keys, key)
+	}
+	slices.SortFunc(keys, func(a, b connKey) int {
+		return cmpKey(a, b)
+	})
+	k.logConn("TRANSPORT_RESET: %d connected sockets reset", len(keys))
+	for _, key := range keys {
+		s := k.connected[key]
+		s.state = StateClose
+		s.err = syscall.ECONNRESET
+		k.wake(s)
+	}
+}
+
+func cmpKey(a, b connKey) int {
+	switch {
+	case a.localPort != b.localPort:
+		return cmpU32(a.localPort, b.localPort)
+	case a.remoteCID != b.remoteCID:
+		return cmpU32(a.remoteCID, b.remoteCID)
+	default:
+		return cmpU32(a.remotePort, b.remotePort)
+	}
+}
+
+func cmpU32(a, b uint32) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// --- freezing --------------------------------------------------------------
+
+// kTimer is a kernel timer that stops while the guest is frozen: guest
+// time does not pass while the VM is suspended.
+type kTimer struct {
+	t         *engine.Timer
+	fn        func()
+	remaining time.Duration
+	dead      bool
+}
+
+func (k *Kernel) after(d time.Duration, fn func()) *kTimer {
+	kt := &kTimer{fn: fn}
+	if k.frozen {
+		kt.remaining = d
+	} else {
+		kt.t = k.eng.After(d, func() { kt.dead = true; fn() })
+	}
+	k.timers = append(k.timers, kt)
+	return kt
+}
+
+func (k *Kernel) stopTimer(kt *kTimer) {
+	if kt == nil || kt.dead {
+		return
+	}
+	kt.dead = true
+	k.eng.Stop(kt.t)
+}
+
+// Freeze stops the guest: interrupts are held and kernel timers pause.
+func (k *Kernel) Freeze() {
+	if k.frozen {
+		return
+	}
+	k.frozen = true
+	live := k.timers[:0]
+	for _, kt := range k.timers {
+		if kt.dead {
+			continue
+		}
+		kt.remaining = kt.t.When() - k.eng.Now()
+		k.eng.Stop(kt.t)
+		kt.t = nil
+		live = append(live, kt)
+	}
+	k.timers = live
+}
+
+// Thaw resumes the guest: paused timers continue with what they had left
+// and held interrupts are delivered.
+func (k *Kernel) Thaw() {
+	if !k.frozen {
+		return
+	}
+	k.frozen = false
+	live := k.timers[:0]
+	for _, kt := range k.timers {
+		if kt.dead {
+			continue
+		}
+		if kt.t == nil {
+			kt := kt
+			kt.t = k.eng.After(kt.remaining, func() { kt.dead = true; kt.fn() })
+		}
+		live = append(live, kt)
+	}
+	k.timers = live
+	if k.irqPending {
+		k.irqPending = false
+		k.Interrupt()
+	}
+}
+
+// Frozen reports whether the guest is suspended.
+func (k *Kernel) Frozen() bool { return k.frozen }
+
+// --- inspection ------------------------------------------------------------
+
+// Sockets returns every socket the kernel still holds, in creation order.
+func (k *Kernel) Sockets() []*Socket { return slices.Clone(k.sockets) }
+
+// forget drops a released socket that is in no table any more.
+func (k *Kernel) forget(s *Socket) {
+	if i := slices.Index(k.sockets, s); i >= 0 {
+		k.sockets = slices.Delete(k.sockets, i, i+1)
+	}
+}
+
+// ConnectedCount returns the size of the connected table.
+func (k *Kernel) ConnectedCount() int { return len(k.connected) }
+
+// Leaked counts sockets that a transport reset left in the connected table
+// and that their owner never closed: the leak of seed 003.
+func (k *Kernel) Leaked() int {
+	n := 0
+	for _, s := range k.connected {
+		if s.state == StateClose && !s.released {
+			n++
+		}
+	}
+	return n
+}
