@@ -1,0 +1,297 @@
+package lab
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"syscall"
+	"time"
+)
+
+// Addr is a vsock address as programs see it.
+type Addr struct {
+	CID  uint64
+	Port uint32
+}
+
+// Network returns "vsock".
+func (a *Addr) Network() string { return "vsock" }
+
+// String renders the address the way github.com/mdlayher/vsock does:
+// "host(2):1024", "vm(3):10000".
+func (a *Addr) String() string {
+	var name string
+	switch a.CID {
+	case 0:
+		name = "hypervisor(0)"
+	case 1:
+		name = "local(1)"
+	case 2:
+		name = "host(2)"
+	default:
+		name = fmt.Sprintf("vm(%d)", a.CID)
+	}
+	return fmt.Sprintf("%s:%d", name, a.Port)
+}
+
+// backend is the world object under a connection: a guest socket or a host
+// Unix socket end. Its methods run on the driver goroutine and never block.
+type backend interface {
+	read(p []byte, cont bool) (int, error) // (0, io.EOF) at end of stream; EAGAIN to park
+	write(p []byte, cont bool) (int, error)
+	closeWrite() error
+	close()
+	object() any // what the world's readiness hooks name
+	guestSide() bool
+}
+
+// Conn is a net.Conn over the world. Every method is a request to the
+// driver; blocking methods park until the world is ready, a deadline (in
+// virtual time) passes, or the connection is closed.
+type Conn struct {
+	d             *driver
+	id            uint64
+	b             backend
+	network       string
+	local, remote net.Addr
+	name          string
+
+	// Owned by the driver goroutine.
+	rd, wd time.Time
+	closed bool
+}
+
+var _ net.Conn = (*Conn)(nil)
+
+func (d *driver) newConn(b backend, network string, local, remote net.Addr) *Conn {
+	c := &Conn{d: d, id: d.newID(), b: b, network: network, local: local, remote: remote}
+	c.name = fmt.Sprintf("%s conn %d %s->%s", network, c.id, local, remote)
+	return c
+}
+
+// opError wraps a world error the way the net package does: errno values
+// inside *os.SyscallError inside *net.OpError, so errors.Is works for
+// syscall.ECONNRESET and friends; io.EOF bare.
+func opError(op, network string, src, dst net.Addr, err error) error {
+	if err == nil || err == io.EOF {
+		return err
+	}
+	var errno syscall.Errno
+	if errors.As(err, &errno) {
+		call := op
+		if op == "dial" {
+			call = "connect"
+		}
+		err = os.NewSyscallError(call, errno)
+	}
+	return &net.OpError{Op: op, Net: network, Source: src, Addr: dst, Err: err}
+}
+
+func (c *Conn) request(o op, desc string) *request {
+	return &request{
+		key:   reqKey{obj: c.id, op: o},
+		obj:   c.b.object(),
+		guest: c.b.guestSide(),
+		desc:  desc + " on " + c.name,
+	}
+}
+
+// Read implements net.Conn.
+func (c *Conn) Read(p []byte) (int, error) {
+	var n int
+	var err error
+	r := c.request(opRead, "Read")
+	r.attempt = func(cont bool) bool {
+		if c.closed {
+			err = net.ErrClosed
+			return true
+		}
+		n, err = c.b.read(p, cont)
+		return !errors.Is(err, syscall.EAGAIN)
+	}
+	r.deadline = func() time.Time { return c.rd }
+	r.expire = func() { err = os.ErrDeadlineExceeded }
+	r.fail = func(e error) { err = e }
+	c.d.do(r)
+	return n, opError("read", c.network, c.local, c.remote, err)
+}
+
+// Write implements net.Conn: it returns once every byte is queued, or with
+// the count so far and an error.
+func (c *Conn) Write(p []byte) (int, error) {
+	var n int
+	var err error
+	r := c.request(opWrite, "Write")
+	r.attempt = func(cont bool) bool {
+		if c.closed {
+			err = net.ErrClosed
+			return true
+		}
+		for n < len(p) {
+			m, e := c.b.write(p[n:], cont || n > 0)
+			n += m
+			if errors.Is(e, syscall.EAGAIN) {
+				return false
+			}
+			if e != nil {
+				err = e
+				return true
+			}
+		}
+		return true
+	}
+	r.deadline = func() time.Time { return c.wd }
+	r.expire = func() { err = os.ErrDeadlineExceeded }
+	r.fail = func(e error) { err = e }
+	c.d.do(r)
+	return n, opError("write", c.network, c.local, c.remote, err)
+}
+
+// CloseWrite shuts down the writing side: SHUTDOWN(SEND) from the guest,
+// shutdown(SHUT_WR) on a host Unix socket.
+func (c *Conn) CloseWrite() error {
+	var err error
+	r := c.request(opShutdown, "CloseWrite")
+	r.attempt = func(bool) bool {
+		if c.closed {
+			err = net.ErrClosed
+			return true
+		}
+		err = c.b.closeWrite()
+		return true
+	}
+	r.fail = func(e error) { err = e }
+	c.d.do(r)
+	return opError("close", c.network, c.local, c.remote, err)
+}
+
+// Close implements net.Conn; it unblocks pending reads and writes, which
+// return net.ErrClosed.
+func (c *Conn) Close() error {
+	var err error
+	r := c.request(opClose, "Close")
+	r.attempt = func(bool) bool {
+		if c.closed {
+			err = net.ErrClosed
+			return true
+		}
+		c.closed = true
+		c.b.close()
+		c.d.failObject(c.b.object(), net.ErrClosed)
+		return true
+	}
+	r.fail = func(e error) { err = e }
+	c.d.do(r)
+	return opError("close", c.network, c.local, c.remote, err)
+}
+
+// LocalAddr implements net.Conn.
+func (c *Conn) LocalAddr() net.Addr { return c.local }
+
+// RemoteAddr implements net.Conn.
+func (c *Conn) RemoteAddr() net.Addr { return c.remote }
+
+func (c *Conn) setDeadline(read, write bool, t time.Time) error {
+	var err error
+	r := c.request(opDeadline, "SetDeadline")
+	r.attempt = func(bool) bool {
+		if c.closed {
+			err = net.ErrClosed
+			return true
+		}
+		if read {
+			c.rd = t
+		}
+		if write {
+			c.wd = t
+		}
+		return true
+	}
+	r.fail = func(e error) { err = e }
+	c.d.do(r)
+	if err != nil {
+		return opError("set", c.network, c.local, c.remote, err)
+	}
+	return nil
+}
+
+// SetDeadline implements net.Conn; deadlines are in the lab's virtual time.
+func (c *Conn) SetDeadline(t time.Time) error { return c.setDeadline(true, true, t) }
+
+// SetReadDeadline implements net.Conn.
+func (c *Conn) SetReadDeadline(t time.Time) error { return c.setDeadline(true, false, t) }
+
+// SetWriteDeadline implements net.Conn.
+func (c *Conn) SetWriteDeadline(t time.Time) error { return c.setDeadline(false, true, t) }
+
+func (c *Conn) String() string { return c.name }
+
+// Listener is a net.Listener over the world.
+type Listener struct {
+	d      *driver
+	id     uint64
+	addr   net.Addr
+	name   string
+	guest  bool
+	obj    any
+	accept func() (*Conn, error) // non-blocking, EAGAIN to park
+	shut   func()
+
+	closed bool
+}
+
+var _ net.Listener = (*Listener)(nil)
+
+// Accept implements net.Listener.
+func (l *Listener) Accept() (net.Conn, error) {
+	var c *Conn
+	var err error
+	l.d.do(&request{
+		key:   reqKey{obj: l.id, op: opAccept},
+		obj:   l.obj,
+		guest: l.guest,
+		desc:  "Accept on " + l.name,
+		attempt: func(bool) bool {
+			if l.closed {
+				err = net.ErrClosed
+				return true
+			}
+			c, err = l.accept()
+			return !errors.Is(err, syscall.EAGAIN)
+		},
+		fail: func(e error) { err = e },
+	})
+	if err != nil {
+		return nil, opError("accept", l.addr.Network(), nil, l.addr, err)
+	}
+	return c, nil
+}
+
+// Close implements net.Listener; a pending Accept returns net.ErrClosed.
+func (l *Listener) Close() error {
+	var err error
+	l.d.do(&request{
+		key:  reqKey{obj: l.id, op: opClose},
+		desc: "Close on " + l.name,
+		attempt: func(bool) bool {
+			if l.closed {
+				err = net.ErrClosed
+				return true
+			}
+			l.closed = true
+			l.shut()
+			l.d.failObject(l.obj, net.ErrClosed)
+			return true
+		},
+		fail: func(e error) { err = e },
+	})
+	if err != nil {
+		return opError("close", l.addr.Network(), nil, l.addr, err)
+	}
+	return nil
+}
+
+// Addr implements net.Listener.
+func (l *Listener) Addr() net.Addr { return l.addr }

@@ -1,0 +1,423 @@
+package lab
+
+import (
+	"fmt"
+	"net"
+	"slices"
+	"sync"
+	"testing/synctest"
+	"time"
+
+	"github.com/vsocklab/vsocklab/emu"
+	"github.com/vsocklab/vsocklab/emu/engine"
+)
+
+// errLabClosed is what a blocked or new operation gets once the lab shuts
+// down; it wraps net.ErrClosed so programs treat it as a closed connection.
+var errLabClosed = fmt.Errorf("lab shut down: %w", net.ErrClosed)
+
+// op orders requests of the same object.
+type op uint8
+
+const (
+	opWorld op = iota
+	opLog
+	opListen
+	opDial
+	opAccept
+	opRead
+	opWrite
+	opDeadline
+	opShutdown
+	opClose
+	opCancel
+)
+
+// reqKey orders requests that reach the driver at the same instant: the
+// object they act on (adapter objects are numbered in creation order, which
+// the driver decides), then the operation, then a detail such as a dial
+// target. Programs' goroutines may run in any order; their requests are
+// applied in key order, so the world sees the same sequence every run.
+type reqKey struct {
+	obj    uint64
+	op     op
+	detail string
+}
+
+func (a reqKey) cmp(b reqKey) int {
+	switch {
+	case a.obj != b.obj:
+		return cmpU64(a.obj, b.obj)
+	case a.op != b.op:
+		return cmpU64(uint64(a.op), uint64(b.op))
+	case a.detail < b.detail:
+		return -1
+	case a.detail > b.detail:
+		return 1
+	}
+	return 0
+}
+
+func cmpU64(a, b uint64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// request is one blocking operation of a program, carried out by the
+// driver on the world.
+type request struct {
+	key   reqKey
+	seq   uint64 // arrival order, the last tie-break
+	obj   any    // world object whose readiness retries the request; nil if it never parks
+	guest bool   // acts on the guest: held while the VM is suspended
+	desc  string // for leak reports
+
+	// attempt tries the operation; cont says it is a retry after parking.
+	// It returns true when the request is complete (successfully or not).
+	attempt func(cont bool) bool
+	// deadline returns the current deadline (zero: none).
+	deadline func() time.Time
+	// expire completes the request with a timeout.
+	expire func()
+	// fail completes the request with err (shutdown, close).
+	fail func(err error)
+	// onPark is called the first time the request parks.
+	onPark func()
+
+	done     chan struct{}
+	parkedAt time.Duration
+	parked   bool
+}
+
+// driver owns the world. Programs' goroutines submit requests and block on
+// them; the driver applies them in a deterministic order and wakes their
+// owners. In a synctest bubble it waits for the bubble to be idle before
+// each step and wakes one owner at a time, so goroutine scheduling does not
+// leak into what the world sees.
+type driver struct {
+	w      *emu.World
+	start  time.Time
+	bubble bool
+	maxAt  time.Duration // stop at this virtual time (0: never)
+
+	mu      sync.Mutex
+	pending []*request
+	stopped bool
+	poke    chan struct{}
+
+	// Owned by the driver goroutine.
+	seq       uint64
+	nextObj   uint64
+	parked    []*request
+	held      []*request
+	ready     []*request
+	dirty     map[any]bool
+	dirtyList []any
+	exited    chan struct{}
+	onStop    []func()
+	pipes     []*PipeStats
+}
+
+func newDriver(w *emu.World, bubble bool) *driver {
+	d := &driver{
+		w:      w,
+		start:  time.Now(),
+		bubble: bubble,
+		poke:   make(chan struct{}, 1),
+		dirty:  map[any]bool{},
+		exited: make(chan struct{}),
+	}
+	w.Guest.Wake = d.markDirty
+	return d
+}
+
+// now is the virtual time of the world: the time elapsed since the driver
+// started, on the bubble's fake clock (or the wall clock in real time).
+func (d *driver) now() time.Duration { return time.Since(d.start) }
+
+func (d *driver) markDirty(obj any) {
+	if !d.dirty[obj] {
+		d.dirty[obj] = true
+		d.dirtyList = append(d.dirtyList, obj)
+	}
+}
+
+// newID numbers an adapter object; called only by the driver goroutine.
+func (d *driver) newID() uint64 {
+	d.nextObj++
+	return d.nextObj
+}
+
+// do submits r and blocks until the driver completes it.
+func (d *driver) do(r *request) {
+	r.done = make(chan struct{})
+	d.mu.Lock()
+	if d.stopped {
+		d.mu.Unlock()
+		r.fail(errLabClosed)
+		return
+	}
+	d.pending = append(d.pending, r)
+	d.mu.Unlock()
+	select {
+	case d.poke <- struct{}{}:
+	default:
+	}
+	<-r.done
+}
+
+// exec runs f on the driver goroutine at a deterministic point.
+func (d *driver) exec(key reqKey, f func()) error {
+	var err error
+	d.do(&request{
+		key:     key,
+		desc:    "world operation",
+		attempt: func(bool) bool { f(); return true },
+		fail:    func(e error) { err = e },
+	})
+	return err
+}
+
+// stop makes every current and future request fail, then waits for the
+// driver goroutine to return.
+func (d *driver) stop() {
+	d.mu.Lock()
+	d.stopped = true
+	d.mu.Unlock()
+	select {
+	case d.poke <- struct{}{}:
+	default:
+	}
+	<-d.exited
+}
+
+func (d *driver) complete(r *request) {
+	r.parked = false
+	d.ready = append(d.ready, r)
+}
+
+// loop is the driver goroutine.
+func (d *driver) loop() {
+	defer close(d.exited)
+	var timer *time.Timer
+	for {
+		if d.bubble {
+			synctest.Wait()
+		}
+		d.mu.Lock()
+		batch := d.pending
+		d.pending = nil
+		stopped := d.stopped
+		d.mu.Unlock()
+
+		d.w.Eng.RunUntil(d.now())
+		slices.SortStableFunc(batch, func(a, b *request) int { return a.key.cmp(b.key) })
+		for _, r := range batch {
+			d.seq++
+			r.seq = d.seq
+			d.apply(r)
+		}
+		d.settle()
+		d.expireDeadlines()
+		if d.maxAt > 0 && d.now() >= d.maxAt {
+			stopped = true
+		}
+		if stopped {
+			d.shutdown()
+			return
+		}
+		if len(d.ready) > 0 {
+			n := 1
+			if !d.bubble {
+				n = len(d.ready)
+			}
+			for _, r := range d.ready[:n] {
+				close(r.done)
+			}
+			d.ready = d.ready[n:]
+			continue
+		}
+		wait, ok := d.nextWake()
+		if timer == nil {
+			timer = time.NewTimer(time.Hour)
+		}
+		timer.Stop()
+		var tc <-chan time.Time
+		if ok {
+			timer.Reset(max(wait, 0))
+			tc = timer.C
+		}
+		select {
+		case <-d.poke:
+		case <-tc:
+		}
+	}
+}
+
+// apply runs a new request for the first time.
+func (d *driver) apply(r *request) {
+	if r.guest && d.w.Suspended() {
+		d.held = append(d.held, r)
+		return
+	}
+	if r.deadline != nil {
+		if dl := r.deadline(); !dl.IsZero() && !time.Now().Before(dl) {
+			r.expire()
+			d.complete(r)
+			return
+		}
+	}
+	if r.attempt(false) {
+		d.complete(r)
+		return
+	}
+	if r.obj == nil {
+		panic("lab: a request without an object cannot park: " + r.desc)
+	}
+	r.parked = true
+	r.parkedAt = d.now()
+	if r.onPark != nil {
+		r.onPark()
+	}
+	d.parked = append(d.parked, r)
+}
+
+// settle runs the world's events due now and retries parked requests whose
+// objects became ready, until nothing moves.
+func (d *driver) settle() {
+	for {
+		d.w.Eng.RunUntil(d.now())
+		if len(d.dirtyList) == 0 {
+			return
+		}
+		dirty := d.dirty
+		d.dirty = map[any]bool{}
+		d.dirtyList = d.dirtyList[:0]
+		kept := d.parked[:0]
+		for _, r := range d.parked {
+			if r.parked && dirty[r.obj] && r.attempt(true) {
+				d.complete(r)
+				continue
+			}
+			if r.parked {
+				kept = append(kept, r)
+			}
+		}
+		clear(d.parked[len(kept):])
+		d.parked = kept
+	}
+}
+
+// failObject completes every parked request on obj with err (a Close).
+func (d *driver) failObject(obj any, err error) {
+	kept := d.parked[:0]
+	for _, r := range d.parked {
+		if r.obj == obj && r.parked {
+			r.fail(err)
+			d.complete(r)
+			continue
+		}
+		kept = append(kept, r)
+	}
+	clear(d.parked[len(kept):])
+	d.parked = kept
+}
+
+func (d *driver) expireDeadlines() {
+	now := time.Now()
+	kept := d.parked[:0]
+	for _, r := range d.parked {
+		if r.deadline != nil {
+			if dl := r.deadline(); !dl.IsZero() && !now.Before(dl) {
+				r.expire()
+				d.complete(r)
+				continue
+			}
+		}
+		kept = append(kept, r)
+	}
+	clear(d.parked[len(kept):])
+	d.parked = kept
+}
+
+// nextWake is how long until the next world event or request deadline.
+func (d *driver) nextWake() (time.Duration, bool) {
+	var best time.Duration
+	ok := false
+	if at, has := d.w.Eng.Next(); has {
+		best, ok = at-d.now(), true
+	}
+	now := time.Now()
+	for _, r := range d.parked {
+		if r.deadline == nil {
+			continue
+		}
+		if dl := r.deadline(); !dl.IsZero() {
+			if w := dl.Sub(now); !ok || w < best {
+				best, ok = w, true
+			}
+		}
+	}
+	if d.maxAt > 0 {
+		if w := d.maxAt - d.now(); !ok || w < best {
+			best, ok = w, true
+		}
+	}
+	return best, ok
+}
+
+// releaseHeld re-applies guest requests held while the VM was suspended.
+func (d *driver) releaseHeld() {
+	held := d.held
+	d.held = nil
+	for _, r := range held {
+		d.apply(r)
+	}
+}
+
+// Blocked describes an operation still waiting when the lab stopped.
+type Blocked struct {
+	Desc  string
+	Since time.Duration
+}
+
+func (b Blocked) String() string {
+	return fmt.Sprintf("%s blocked since %s", b.Desc, engine.FormatTime(b.Since))
+}
+
+// shutdown fails every request still waiting and every later one.
+func (d *driver) shutdown() {
+	d.mu.Lock()
+	d.stopped = true
+	batch := d.pending
+	d.pending = nil
+	d.mu.Unlock()
+	for _, f := range d.onStop {
+		f()
+	}
+	all := slices.Concat(d.ready, d.parked, d.held, batch)
+	for _, r := range all {
+		if !slices.Contains(d.ready, r) {
+			r.fail(errLabClosed)
+		}
+		close(r.done)
+	}
+	d.ready, d.parked, d.held = nil, nil, nil
+}
+
+// blocked lists the requests parked right now, oldest first.
+func (d *driver) blocked() []Blocked {
+	var out []Blocked
+	for _, r := range d.parked {
+		out = append(out, Blocked{Desc: r.desc, Since: r.parkedAt})
+	}
+	for _, r := range d.held {
+		out = append(out, Blocked{Desc: r.desc + " (held: VM suspended)", Since: r.parkedAt})
+	}
+	return out
+}

@@ -1,0 +1,323 @@
+package lab
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"syscall"
+	"time"
+
+	"github.com/vsocklab/vsocklab/emu/engine"
+	"github.com/vsocklab/vsocklab/emu/guest"
+	"github.com/vsocklab/vsocklab/virtio"
+)
+
+// Guest is what programs inside the VM see: AF_VSOCK listeners and dialers
+// and pipes, all in the guest kernel model.
+type Guest struct{ d *driver }
+
+type guestSock struct {
+	k *guest.Kernel
+	s *guest.Socket
+}
+
+func (g *guestSock) read(p []byte, cont bool) (int, error) {
+	n, err := g.k.Recv(g.s, p, cont)
+	if err == nil && n == 0 && len(p) > 0 {
+		return 0, io.EOF
+	}
+	return n, err
+}
+
+func (g *guestSock) write(p []byte, cont bool) (int, error) { return g.k.Send(g.s, p, cont) }
+func (g *guestSock) closeWrite() error                      { return g.k.Shutdown(g.s, guest.ShutSend) }
+func (g *guestSock) close()                                 { g.k.Close(g.s) }
+func (g *guestSock) object() any                            { return g.s }
+func (g *guestSock) guestSide() bool                        { return true }
+
+func (g *Guest) kernel() *guest.Kernel { return g.d.w.Guest }
+
+func (g *Guest) conn(s *guest.Socket) *Conn {
+	k := g.kernel()
+	return g.d.newConn(&guestSock{k: k, s: s}, "vsock",
+		&Addr{CID: k.CID(), Port: s.Local().Port}, &Addr{CID: s.Remote().CID, Port: s.Remote().Port})
+}
+
+// CID returns the guest's context ID.
+func (g *Guest) CID() uint64 { return g.d.w.Config().GuestCID }
+
+// Listen listens on a vsock port of the guest (any CID), with the backlog
+// Go's net package would use (somaxconn, 4096 on current kernels).
+func (g *Guest) Listen(port uint32) (net.Listener, error) { return g.ListenBacklog(port, 4096) }
+
+// ListenBacklog is Listen with an explicit accept backlog.
+func (g *Guest) ListenBacklog(port uint32, backlog int) (net.Listener, error) {
+	var l *Listener
+	var err error
+	g.d.do(&request{
+		key:   reqKey{op: opListen, detail: fmt.Sprintf("guest %d", port)},
+		guest: true,
+		desc:  fmt.Sprintf("Listen on guest port %d", port),
+		attempt: func(bool) bool {
+			k := g.kernel()
+			s := k.Socket()
+			if err = k.Bind(s, virtio.CIDAny, port, true); err == nil {
+				err = k.Listen(s, backlog)
+			}
+			if err != nil {
+				k.Close(s)
+				return true
+			}
+			addr := &Addr{CID: k.CID(), Port: port}
+			l = &Listener{d: g.d, id: g.d.newID(), addr: addr, guest: true, obj: s,
+				name: "vsock listener " + addr.String(),
+				accept: func() (*Conn, error) {
+					c, err := g.kernel().Accept(s)
+					if err != nil {
+						return nil, err
+					}
+					return g.conn(c), nil
+				},
+				shut: func() { g.kernel().Close(s) },
+			}
+			return true
+		},
+		fail: func(e error) { err = e },
+	})
+	if err != nil {
+		return nil, opError("listen", "vsock", nil, &Addr{CID: virtio.CIDAny, Port: port}, err)
+	}
+	return l, nil
+}
+
+// Dial connects to (cid, port), normally the host (CID 2).
+func (g *Guest) Dial(cid uint64, port uint32) (net.Conn, error) {
+	return g.DialContext(context.Background(), cid, port)
+}
+
+// DialContext connects to (cid, port). The kernel's 2 s connect timeout
+// applies (ETIMEDOUT); ctx can cut it shorter.
+func (g *Guest) DialContext(ctx context.Context, cid uint64, port uint32) (net.Conn, error) {
+	var c *Conn
+	var err error
+	var s *guest.Socket
+	dst := &Addr{CID: cid, Port: port}
+	r := &request{
+		key:   reqKey{op: opDial, detail: "guest " + dst.String()},
+		guest: true,
+		desc:  "Dial " + dst.String(),
+	}
+	r.attempt = func(cont bool) bool {
+		k := g.kernel()
+		if !cont {
+			s = k.Socket()
+			r.obj = s
+			if e := k.Connect(s, cid, port); !errors.Is(e, syscall.EINPROGRESS) {
+				err = e
+				k.Close(s)
+				return true
+			}
+		}
+		done, e := k.ConnectResult(s)
+		if !done {
+			return false
+		}
+		if e != nil {
+			err = e
+			k.Close(s)
+			return true
+		}
+		c = g.conn(s)
+		return true
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		r.deadline = func() time.Time { return dl }
+	}
+	giveUp := func(e error) {
+		err = e
+		if s != nil {
+			g.kernel().Close(s)
+		}
+	}
+	r.expire = func() { giveUp(os.ErrDeadlineExceeded) }
+	r.fail = giveUp
+	if ctx.Done() != nil {
+		stop := make(chan struct{})
+		defer close(stop)
+		go func() {
+			select {
+			case <-ctx.Done():
+				g.d.do(&request{
+					key:  reqKey{op: opCancel, detail: "guest " + dst.String()},
+					desc: "cancel Dial " + dst.String(),
+					attempt: func(bool) bool {
+						g.d.cancel(r, ctx.Err())
+						return true
+					},
+					fail: func(error) {},
+				})
+			case <-stop:
+			}
+		}()
+	}
+	g.d.do(r)
+	if err != nil {
+		return nil, opError("dial", "vsock", nil, dst, err)
+	}
+	return c, nil
+}
+
+// cancel completes a parked request with err.
+func (d *driver) cancel(r *request, err error) {
+	if !r.parked {
+		return
+	}
+	r.fail(err)
+	d.complete(r)
+	for i, p := range d.parked {
+		if p == r {
+			d.parked = append(d.parked[:i], d.parked[i+1:]...)
+			break
+		}
+	}
+}
+
+// Pipe creates a guest pipe of Linux's default 64 KiB, as a workload's
+// stdout is.
+func (g *Guest) Pipe() (*PipeReader, *PipeWriter, error) {
+	var r *PipeReader
+	var w *PipeWriter
+	err := g.d.exec(reqKey{op: opListen, detail: "pipe"}, func() {
+		p := g.kernel().NewPipe()
+		st := &PipeStats{ID: p.ID}
+		g.d.pipes = append(g.d.pipes, st)
+		r = &PipeReader{d: g.d, p: p, id: g.d.newID()}
+		w = &PipeWriter{d: g.d, p: p, st: st, id: g.d.newID()}
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	return r, w, nil
+}
+
+// PipeStats is what the lab saw of a pipe's writer.
+type PipeStats struct {
+	ID       int
+	Written  uint64
+	MaxBlock time.Duration // longest time one write waited for room
+	Blocks   int           // writes that had to wait
+	Blocked  bool          // a write is waiting right now
+	Since    time.Duration // when the waiting write started waiting
+}
+
+// PipeReader is the read end of a guest pipe.
+type PipeReader struct {
+	d      *driver
+	p      *guest.Pipe
+	id     uint64
+	closed bool
+}
+
+// Read blocks until bytes are available or the write end is closed (EOF).
+func (r *PipeReader) Read(b []byte) (int, error) {
+	var n int
+	var err error
+	r.d.do(&request{
+		key: reqKey{obj: r.id, op: opRead}, obj: r.p, guest: true,
+		desc: fmt.Sprintf("Read on pipe %d", r.p.ID),
+		attempt: func(bool) bool {
+			if r.closed {
+				err = os.ErrClosed
+				return true
+			}
+			n, err = r.p.Read(b)
+			if err == nil && n == 0 && len(b) > 0 {
+				err = io.EOF
+			}
+			return !errors.Is(err, syscall.EAGAIN)
+		},
+		fail: func(e error) { err = e },
+	})
+	return n, err
+}
+
+// Close closes the read end; writers get EPIPE.
+func (r *PipeReader) Close() error {
+	return r.d.exec(reqKey{obj: r.id, op: opClose}, func() {
+		r.closed = true
+		r.p.CloseRead()
+		r.d.failObject(r.p, os.ErrClosed)
+	})
+}
+
+// PipeWriter is the write end of a guest pipe.
+type PipeWriter struct {
+	d      *driver
+	p      *guest.Pipe
+	st     *PipeStats
+	id     uint64
+	closed bool
+}
+
+// Write blocks until every byte is in the pipe, as a blocking pipe write
+// does, and records how long it waited for room.
+func (w *PipeWriter) Write(b []byte) (int, error) {
+	var n int
+	var err error
+	r := &request{
+		key: reqKey{obj: w.id, op: opWrite}, obj: w.p, guest: true,
+		desc: fmt.Sprintf("Write of %d bytes on pipe %d", len(b), w.p.ID),
+	}
+	r.attempt = func(bool) bool {
+		if w.closed {
+			err = os.ErrClosed
+			return true
+		}
+		for n < len(b) {
+			m, e := w.p.Write(b[n:])
+			n += m
+			w.st.Written += uint64(m)
+			if errors.Is(e, syscall.EAGAIN) {
+				return false
+			}
+			if e != nil {
+				err = e
+				return true
+			}
+		}
+		if r.parked || w.st.Blocked {
+			w.unblocked()
+		}
+		return true
+	}
+	r.onPark = func() {
+		w.st.Blocked = true
+		w.st.Since = w.d.now()
+		w.st.Blocks++
+	}
+	r.fail = func(e error) { err = e; w.unblocked() }
+	w.d.do(r)
+	return n, err
+}
+
+func (w *PipeWriter) unblocked() {
+	if !w.st.Blocked {
+		return
+	}
+	w.st.Blocked = false
+	waited := w.d.now() - w.st.Since
+	w.st.MaxBlock = max(w.st.MaxBlock, waited)
+	w.d.w.Eng.Logf(engine.KindProgram, "guest", "pipe %d writer waited %s for room", w.p.ID, engine.FormatTime(waited))
+}
+
+// Close closes the write end; the reader sees EOF after draining.
+func (w *PipeWriter) Close() error {
+	return w.d.exec(reqKey{obj: w.id, op: opClose}, func() {
+		w.closed = true
+		w.p.CloseWrite()
+		w.d.failObject(w.p, os.ErrClosed)
+	})
+}

@@ -1,0 +1,220 @@
+// Package emu assembles the lab's world: one guest kernel and one vsock
+// device sharing guest memory and virtqueues, the host's Unix socket
+// namespace the device serves, and the engine that drives them all in
+// virtual time. Suspend and Resume snapshot and restore the device the way
+// Firecracker does, with the guest frozen in between.
+//
+// The world is a pure state machine: it never starts goroutines, reads the
+// wall clock or does I/O. Programs reach it through the runtime adapter
+// (package emu/lab); tests and fuzzers may drive it directly.
+package emu
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/vsocklab/vsocklab/emu/device"
+	"github.com/vsocklab/vsocklab/emu/engine"
+	"github.com/vsocklab/vsocklab/emu/guest"
+	"github.com/vsocklab/vsocklab/emu/uds"
+	"github.com/vsocklab/vsocklab/virtio"
+)
+
+// Config describes a world. Zero values take the defaults noted.
+type Config struct {
+	Seed      uint64
+	Device    string // device profile name (default "firecracker-1.14")
+	Kernel    string // guest kernel profile name (default "linux-6.12.68")
+	GuestCID  uint64 // default 3
+	UDSPath   string // default DefaultUDSPath
+	QueueSize uint16 // default 256, as Firecracker
+	MemSize   int    // guest memory in bytes (default 16 MiB)
+	Features  uint64 // negotiated ring features, e.g. virtio.FeatureIndirectDesc
+}
+
+// DefaultUDSPath is where the device listens for host connections unless
+// told otherwise.
+const DefaultUDSPath = "/run/vsocklab/v.sock"
+
+func (c *Config) defaults() {
+	if c.Device == "" {
+		c.Device = "firecracker-1.14"
+	}
+	if c.Kernel == "" {
+		c.Kernel = "linux-6.12.68"
+	}
+	if c.GuestCID == 0 {
+		c.GuestCID = 3
+	}
+	if c.UDSPath == "" {
+		c.UDSPath = DefaultUDSPath
+	}
+	if c.QueueSize == 0 {
+		c.QueueSize = 256
+	}
+	if c.MemSize == 0 {
+		c.MemSize = 16 << 20
+	}
+}
+
+// World is one microVM with its vsock device and host.
+type World struct {
+	Eng   *engine.Engine
+	Host  *uds.Namespace
+	Guest *guest.Kernel
+	Dev   *device.Device
+
+	cfg       Config
+	devProf   device.Profile
+	mem       *virtio.AddressSpace
+	queues    [3]virtio.Layout
+	suspended bool
+	snap      device.Snapshot
+	cycles    int
+	counters  Counters
+	taps      []Tap
+}
+
+// Tap sees every packet the device accepts from the guest (GuestToHost)
+// and every packet it writes to the guest (HostToGuest), with the virtual
+// time. payload is only valid during the call.
+type Tap func(at time.Duration, dir device.Dir, h *virtio.Header, payload []byte)
+
+// Counters are the world's own count of what crossed the device, kept for
+// cross-checking captures and reports.
+type Counters struct {
+	Packets [2][8]uint64 // [dir][op]
+	RWBytes [2]uint64    // [dir]
+}
+
+// New builds a world: guest memory, the three queues, the device bound to
+// its Unix socket path, and the guest kernel with its buffers posted.
+func New(cfg Config) (*World, error) {
+	cfg.defaults()
+	devProf, err := device.LookupProfile(cfg.Device)
+	if err != nil {
+		return nil, err
+	}
+	kernProf, err := guest.LookupProfile(cfg.Kernel)
+	if err != nil {
+		return nil, err
+	}
+	w := &World{
+		Eng:     engine.New(cfg.Seed),
+		Host:    uds.NewNamespace(),
+		cfg:     cfg,
+		devProf: devProf,
+		mem:     virtio.NewFlatMemory(0, cfg.MemSize),
+	}
+	base := uint64(0)
+	for q := range w.queues {
+		l, n := virtio.ContiguousLayout(base, cfg.QueueSize)
+		w.queues[q] = l
+		base = (base + n + 4095) &^ 4095
+	}
+	if base >= uint64(cfg.MemSize) {
+		return nil, fmt.Errorf("guest memory of %d bytes cannot hold the queues", cfg.MemSize)
+	}
+	w.Eng.Logf(engine.KindWorld, "world", "boot: device %s, guest %s, cid %d, seed %d", cfg.Device, cfg.Kernel, cfg.GuestCID, cfg.Seed)
+	w.Dev, err = device.New(w.Eng, devProf, w.deviceConfig())
+	if err != nil {
+		return nil, err
+	}
+	w.Guest, err = guest.New(w.Eng, kernProf, guest.Config{
+		CID: cfg.GuestCID, Mem: w.mem, Queues: w.queues, Features: cfg.Features,
+		Arena: guest.Range{Base: base, Size: uint64(cfg.MemSize) - base},
+		Notify: func(q int) {
+			if w.Dev != nil && !w.suspended {
+				w.Dev.Notify(q)
+			}
+		},
+	})
+	if err != nil {
+		return nil, err
+	}
+	return w, nil
+}
+
+func (w *World) deviceConfig() device.Config {
+	return device.Config{
+		GuestCID:  w.cfg.GuestCID,
+		UDSPath:   w.cfg.UDSPath,
+		Host:      w.Host,
+		Mem:       w.mem,
+		Queues:    w.queues,
+		Features:  w.cfg.Features,
+		Interrupt: func() { w.Guest.Interrupt() },
+		OnPacket:  w.onPacket,
+	}
+}
+
+func (w *World) onPacket(dir device.Dir, h *virtio.Header, payload []byte) {
+	if int(dir) < 2 && int(h.Op) < 8 {
+		w.counters.Packets[dir][h.Op]++
+	}
+	if h.Op == virtio.OpRW && int(dir) < 2 {
+		w.counters.RWBytes[dir] += uint64(len(payload))
+	}
+	for _, t := range w.taps {
+		t(w.Eng.Now(), dir, h, payload)
+	}
+}
+
+// AddTap installs a packet tap (a capture, a counter).
+func (w *World) AddTap(t Tap) { w.taps = append(w.taps, t) }
+
+// Counters returns the packets and bytes that crossed the device so far.
+func (w *World) Counters() Counters { return w.counters }
+
+// Config returns the world's configuration with defaults filled in.
+func (w *World) Config() Config { return w.cfg }
+
+// Suspended reports whether the VM is suspended.
+func (w *World) Suspended() bool { return w.suspended }
+
+// Cycles returns how many suspend/resume cycles completed.
+func (w *World) Cycles() int { return w.cycles }
+
+// Suspend pauses the guest and snapshots the device as Firecracker does:
+// the device posts TRANSPORT_RESET on the event queue (the frozen guest
+// will see it on resume), then its process is gone with every host-side
+// connection.
+func (w *World) Suspend() error {
+	if w.suspended {
+		return fmt.Errorf("suspend: already suspended")
+	}
+	w.Eng.Logf(engine.KindWorld, "world", "suspend (cycle %d)", w.cycles+1)
+	w.Guest.Freeze()
+	snap, err := w.Dev.Snapshot()
+	if err != nil {
+		return fmt.Errorf("suspend: %w", err)
+	}
+	w.snap = snap
+	w.suspended = true
+	return nil
+}
+
+// Resume restores the device from the snapshot (a fresh muxer whose port
+// allocator follows the profile) and thaws the guest, which then handles
+// the pending reset event.
+func (w *World) Resume() error {
+	if !w.suspended {
+		return fmt.Errorf("resume: not suspended")
+	}
+	dev, err := device.Restore(w.Eng, w.devProf, w.deviceConfig(), w.snap)
+	if err != nil {
+		return fmt.Errorf("resume: %w", err)
+	}
+	w.Dev = dev
+	w.suspended = false
+	w.cycles++
+	w.Eng.Logf(engine.KindWorld, "world", "resume (cycle %d)", w.cycles)
+	w.Guest.Thaw()
+	return nil
+}
+
+// RunFor advances virtual time by d, running every event on the way.
+func (w *World) RunFor(d time.Duration) { w.Eng.RunUntil(w.Eng.Now() + d) }
+
+// Settle runs the events due now, until the world is quiet at this instant.
+func (w *World) Settle() { w.Eng.RunIdle() }

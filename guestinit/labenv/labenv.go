@@ -1,0 +1,274 @@
+// Package labenv runs guestinit inside the lab: vsock through the
+// emulated guest kernel, and deterministic simulated workloads whose
+// stdout and stderr are guest pipes of Linux's default 64 KiB.
+package labenv
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/vsocklab/vsocklab/emu/lab"
+	"github.com/vsocklab/vsocklab/guestinit"
+)
+
+// Env implements guestinit.Env on a lab.
+type Env struct {
+	L *lab.Lab
+	// Comp names the component in the event log (default "init").
+	Comp string
+
+	mu    sync.Mutex
+	procs []*Process
+}
+
+var _ guestinit.Env = (*Env)(nil)
+
+// ListenVsock implements guestinit.Env.
+func (e *Env) ListenVsock(port uint32) (net.Listener, error) { return e.L.Guest.Listen(port) }
+
+// DialVsock implements guestinit.Env.
+func (e *Env) DialVsock(ctx context.Context, cid uint64, port uint32) (net.Conn, error) {
+	return e.L.Guest.DialContext(ctx, cid, port)
+}
+
+// Logf implements guestinit.Env: init's lines go to the event log.
+func (e *Env) Logf(format string, args ...any) {
+	comp := e.Comp
+	if comp == "" {
+		comp = "init"
+	}
+	e.L.Logf(comp, format, args...)
+}
+
+// Processes returns the workloads started so far.
+func (e *Env) Processes() []*Process {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return append([]*Process(nil), e.procs...)
+}
+
+// StartWorkload implements guestinit.Env with a simulated workload:
+//
+//	writer total=<bytes> size=<bytes> every=<duration> [stream=stdout|stderr] [exit=<code>]
+//	    writes total bytes of Pattern in writes of size bytes, one write
+//	    every duration (0: back to back); then exits with the code if one
+//	    is given, or stays alive and quiet
+//	idle
+//	    runs until the lab stops
+//	exit [code=<n>]
+//	    exits at once
+//
+// Sizes accept the suffixes KiB and MiB.
+func (e *Env) StartWorkload(ctx context.Context, w guestinit.Workload) (guestinit.Process, error) {
+	spec, err := ParseWorkload(w.Args)
+	if err != nil {
+		return nil, err
+	}
+	outR, outW, err := e.L.Guest.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	errR, errW, err := e.L.Guest.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	p := &Process{spec: spec, stdout: outR, stderr: errR, done: make(chan struct{})}
+	e.mu.Lock()
+	e.procs = append(e.procs, p)
+	e.mu.Unlock()
+	go p.run(ctx, outW, errW)
+	return p, nil
+}
+
+// Workload is a parsed simulated workload.
+type Workload struct {
+	Kind   string // "writer", "idle", "exit"
+	Total  int64
+	Size   int
+	Every  time.Duration
+	Stream string
+	Exit   int
+	// ExitAfter: a writer exits once it has written everything; without
+	// it the writer stays alive and quiet, as a server would.
+	ExitAfter bool
+}
+
+// ParseWorkload reads a workload's arguments; errors name the bad word.
+func ParseWorkload(args []string) (Workload, error) {
+	if len(args) == 0 {
+		return Workload{}, fmt.Errorf("workload: empty command (want writer, idle or exit)")
+	}
+	w := Workload{Kind: args[0], Stream: "stdout", Size: 4096}
+	switch w.Kind {
+	case "writer", "idle", "exit":
+	default:
+		return Workload{}, fmt.Errorf("workload: unknown kind %q (want writer, idle or exit)", args[0])
+	}
+	for _, a := range args[1:] {
+		k, v, ok := strings.Cut(a, "=")
+		if !ok {
+			return Workload{}, fmt.Errorf("workload %s: argument %q is not key=value", w.Kind, a)
+		}
+		var err error
+		switch k {
+		case "total":
+			w.Total, err = ParseSize(v)
+		case "size":
+			var n int64
+			n, err = ParseSize(v)
+			w.Size = int(n)
+			if err == nil && n <= 0 {
+				err = fmt.Errorf("must be positive")
+			}
+		case "every":
+			w.Every, err = time.ParseDuration(v)
+		case "stream":
+			if v != "stdout" && v != "stderr" {
+				err = fmt.Errorf("want stdout or stderr")
+			}
+			w.Stream = v
+		case "exit", "code":
+			w.Exit, err = strconv.Atoi(v)
+			w.ExitAfter = true
+		default:
+			err = fmt.Errorf("unknown key (want total, size, every, stream, exit)")
+		}
+		if err != nil {
+			return Workload{}, fmt.Errorf("workload %s: %s=%s: %v", w.Kind, k, v, err)
+		}
+	}
+	return w, nil
+}
+
+// ParseSize reads "4096", "64KiB", "1MiB".
+func ParseSize(s string) (int64, error) {
+	mult := int64(1)
+	switch {
+	case strings.HasSuffix(s, "KiB"):
+		mult, s = 1024, strings.TrimSuffix(s, "KiB")
+	case strings.HasSuffix(s, "MiB"):
+		mult, s = 1<<20, strings.TrimSuffix(s, "MiB")
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n < 0 {
+		return 0, fmt.Errorf("bad size %q", s)
+	}
+	return n * mult, nil
+}
+
+// Pattern is the content a writer workload produces: byte i of the stream
+// is Pattern(i), so a collector can check order and completeness.
+func Pattern(i int64) byte { return byte(i*7 + i>>8 + i>>16) }
+
+// FillPattern writes Pattern(off), Pattern(off+1), ... into b.
+func FillPattern(b []byte, off int64) {
+	for i := range b {
+		b[i] = Pattern(off + int64(i))
+	}
+}
+
+// CheckPattern returns the offset of the first byte of b that is not
+// Pattern(i), or -1.
+func CheckPattern(b []byte) int64 {
+	for i := range b {
+		if b[i] != Pattern(int64(i)) {
+			return int64(i)
+		}
+	}
+	return -1
+}
+
+// Process is a simulated workload.
+type Process struct {
+	spec   Workload
+	stdout *lab.PipeReader
+	stderr *lab.PipeReader
+	done   chan struct{}
+
+	mu      sync.Mutex
+	written int64
+	code    int
+}
+
+// Stdout implements guestinit.Process.
+func (p *Process) Stdout() io.Reader { return p.stdout }
+
+// Stderr implements guestinit.Process.
+func (p *Process) Stderr() io.Reader { return p.stderr }
+
+// Wait implements guestinit.Process.
+func (p *Process) Wait() (int, error) {
+	<-p.done
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.code, nil
+}
+
+// Written returns the bytes the workload has written so far.
+func (p *Process) Written() int64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.written
+}
+
+// Usage implements guestinit.Process: a deterministic stand-in, CPU time
+// proportional to the bytes written and a fixed resident size.
+func (p *Process) Usage() guestinit.Usage {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return guestinit.Usage{CPU: time.Duration(p.written) * time.Nanosecond, RSS: 64 << 20}
+}
+
+func (p *Process) run(ctx context.Context, out, errw *lab.PipeWriter) {
+	defer close(p.done)
+	defer out.Close()
+	defer errw.Close()
+	switch p.spec.Kind {
+	case "exit":
+		p.code = p.spec.Exit
+		return
+	case "idle":
+		<-ctx.Done()
+		return
+	}
+	w := out
+	if p.spec.Stream == "stderr" {
+		w = errw
+	}
+	buf := make([]byte, p.spec.Size)
+	var off int64
+	for off < p.spec.Total {
+		n := int(min(int64(len(buf)), p.spec.Total-off))
+		FillPattern(buf[:n], off)
+		m, err := w.Write(buf[:n])
+		p.mu.Lock()
+		p.written += int64(m)
+		p.mu.Unlock()
+		off += int64(m)
+		if err != nil || ctx.Err() != nil {
+			return
+		}
+		if p.spec.Every > 0 {
+			t := time.NewTimer(p.spec.Every)
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				t.Stop()
+				return
+			}
+		}
+	}
+	if p.spec.ExitAfter {
+		p.mu.Lock()
+		p.code = p.spec.Exit
+		p.mu.Unlock()
+		return
+	}
+	<-ctx.Done()
+}

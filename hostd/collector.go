@@ -1,0 +1,136 @@
+package hostd
+
+import (
+	"bufio"
+	"context"
+	"io"
+	"net"
+	"sync"
+)
+
+// Collector receives the guest's log streams on <uds>_<LogPort>. Each
+// connection starts with a line naming the stream ("stdout"); every byte
+// after it belongs to that stream. Reconnections append to the same stream.
+type Collector struct {
+	// Sink, when set, receives every chunk as it arrives (real mode writes
+	// it out); the collector also keeps what Keep allows.
+	Sink func(stream string, p []byte)
+	// Keep is how many bytes per stream to retain (0: none; -1: all).
+	Keep int
+
+	mu      sync.Mutex
+	streams map[string]*Stream
+	order   []string
+}
+
+// Stream is what arrived for one stream name.
+type Stream struct {
+	Name        string
+	Bytes       uint64 // every byte received, kept or not
+	Data        []byte // the first Keep bytes
+	Connections int
+}
+
+// Serve accepts log connections until ctx is done or ln fails.
+func (c *Collector) Serve(ctx context.Context, ln net.Listener) error {
+	stop := context.AfterFunc(ctx, func() { ln.Close() })
+	defer stop()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for {
+		conn, err := ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c.receive(ctx, conn)
+		}()
+	}
+}
+
+func (c *Collector) receive(ctx context.Context, conn net.Conn) {
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	defer stop()
+	defer conn.Close()
+	r := bufio.NewReaderSize(conn, 64*1024)
+	name, err := r.ReadString('\n')
+	if err != nil || len(name) < 2 {
+		return
+	}
+	name = name[:len(name)-1]
+	s := c.stream(name)
+	buf := make([]byte, 64*1024)
+	for {
+		n, err := r.Read(buf)
+		if n > 0 {
+			c.record(s, buf[:n])
+		}
+		if err != nil {
+			if err != io.EOF {
+				return
+			}
+			return
+		}
+	}
+}
+
+func (c *Collector) stream(name string) *Stream {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.streams == nil {
+		c.streams = map[string]*Stream{}
+	}
+	s, ok := c.streams[name]
+	if !ok {
+		s = &Stream{Name: name}
+		c.streams[name] = s
+		c.order = append(c.order, name)
+	}
+	s.Connections++
+	return s
+}
+
+func (c *Collector) record(s *Stream, p []byte) {
+	c.mu.Lock()
+	s.Bytes += uint64(len(p))
+	if c.Keep < 0 || len(s.Data) < c.Keep {
+		room := len(p)
+		if c.Keep >= 0 {
+			room = min(room, c.Keep-len(s.Data))
+		}
+		s.Data = append(s.Data, p[:room]...)
+	}
+	sink := c.Sink
+	c.mu.Unlock()
+	if sink != nil {
+		sink(s.Name, p)
+	}
+}
+
+// Streams returns a copy of every stream, in order of first arrival.
+func (c *Collector) Streams() []Stream {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make([]Stream, 0, len(c.order))
+	for _, n := range c.order {
+		s := *c.streams[n]
+		s.Data = append([]byte(nil), s.Data...)
+		out = append(out, s)
+	}
+	return out
+}
+
+// Stream returns one stream by name.
+func (c *Collector) Stream(name string) (Stream, bool) {
+	for _, s := range c.Streams() {
+		if s.Name == name {
+			return s, true
+		}
+	}
+	return Stream{}, false
+}
