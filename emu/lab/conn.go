@@ -6,8 +6,11 @@ import (
 	"io"
 	"net"
 	"os"
+	"sync"
 	"syscall"
 	"time"
+
+	"github.com/vsocklab/vsocklab/emu/engine"
 )
 
 // Addr is a vsock address as programs see it.
@@ -58,9 +61,23 @@ type Conn struct {
 	local, remote net.Addr
 	name          string
 
-	// Owned by the driver goroutine.
+	// Set by the program's goroutines without waiting for the driver
+	// (see driver.post), read by the driver.
+	mu     sync.Mutex
 	rd, wd time.Time
 	closed bool
+}
+
+func (c *Conn) isClosed() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.closed
+}
+
+func (c *Conn) deadlines() (rd, wd time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.rd, c.wd
 }
 
 var _ net.Conn = (*Conn)(nil)
@@ -95,6 +112,7 @@ func (c *Conn) request(o op, desc string) *request {
 		obj:   c.b.object(),
 		guest: c.b.guestSide(),
 		desc:  desc + " on " + c.name,
+		gone:  c.isClosed,
 	}
 }
 
@@ -104,14 +122,14 @@ func (c *Conn) Read(p []byte) (int, error) {
 	var err error
 	r := c.request(opRead, "Read")
 	r.attempt = func(cont bool) bool {
-		if c.closed {
+		if c.isClosed() {
 			err = net.ErrClosed
 			return true
 		}
 		n, err = c.b.read(p, cont)
 		return !errors.Is(err, syscall.EAGAIN)
 	}
-	r.deadline = func() time.Time { return c.rd }
+	r.deadline = func() time.Time { rd, _ := c.deadlines(); return rd }
 	r.expire = func() { err = os.ErrDeadlineExceeded }
 	r.fail = func(e error) { err = e }
 	c.d.do(r)
@@ -125,7 +143,7 @@ func (c *Conn) Write(p []byte) (int, error) {
 	var err error
 	r := c.request(opWrite, "Write")
 	r.attempt = func(cont bool) bool {
-		if c.closed {
+		if c.isClosed() {
 			err = net.ErrClosed
 			return true
 		}
@@ -142,7 +160,7 @@ func (c *Conn) Write(p []byte) (int, error) {
 		}
 		return true
 	}
-	r.deadline = func() time.Time { return c.wd }
+	r.deadline = func() time.Time { _, wd := c.deadlines(); return wd }
 	r.expire = func() { err = os.ErrDeadlineExceeded }
 	r.fail = func(e error) { err = e }
 	c.d.do(r)
@@ -150,41 +168,47 @@ func (c *Conn) Write(p []byte) (int, error) {
 }
 
 // CloseWrite shuts down the writing side: SHUTDOWN(SEND) from the guest,
-// shutdown(SHUT_WR) on a host Unix socket.
+// shutdown(SHUT_WR) on a host Unix socket. Like Close it does not wait for
+// the driver; the shutdown reaches the world before anything the caller
+// does next.
 func (c *Conn) CloseWrite() error {
-	var err error
+	if c.isClosed() {
+		return opError("close", c.network, c.local, c.remote, net.ErrClosed)
+	}
 	r := c.request(opShutdown, "CloseWrite")
 	r.attempt = func(bool) bool {
-		if c.closed {
-			err = net.ErrClosed
-			return true
+		if err := c.b.closeWrite(); err != nil {
+			c.d.w.Eng.Logf(engine.KindProgram, "lab", "CloseWrite on %s: %v", c.name, err)
 		}
-		err = c.b.closeWrite()
 		return true
 	}
-	r.fail = func(e error) { err = e }
-	c.d.do(r)
-	return opError("close", c.network, c.local, c.remote, err)
+	r.fail = func(error) {}
+	c.d.post(r)
+	return nil
 }
 
 // Close implements net.Conn; it unblocks pending reads and writes, which
 // return net.ErrClosed.
 func (c *Conn) Close() error {
-	var err error
+	c.d.mu.Lock()
+	c.mu.Lock()
+	closed := c.closed
+	c.closed = true
+	c.mu.Unlock()
+	if closed {
+		c.d.mu.Unlock()
+		return opError("close", c.network, c.local, c.remote, net.ErrClosed)
+	}
+	c.d.failNow(c.b.object(), net.ErrClosed)
+	c.d.mu.Unlock()
 	r := c.request(opClose, "Close")
 	r.attempt = func(bool) bool {
-		if c.closed {
-			err = net.ErrClosed
-			return true
-		}
-		c.closed = true
 		c.b.close()
-		c.d.failObject(c.b.object(), net.ErrClosed)
 		return true
 	}
-	r.fail = func(e error) { err = e }
-	c.d.do(r)
-	return opError("close", c.network, c.local, c.remote, err)
+	r.fail = func(error) {}
+	c.d.post(r)
+	return nil
 }
 
 // LocalAddr implements net.Conn.
@@ -194,26 +218,24 @@ func (c *Conn) LocalAddr() net.Addr { return c.local }
 func (c *Conn) RemoteAddr() net.Addr { return c.remote }
 
 func (c *Conn) setDeadline(read, write bool, t time.Time) error {
-	var err error
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return opError("set", c.network, c.local, c.remote, net.ErrClosed)
+	}
+	if read {
+		c.rd = t
+	}
+	if write {
+		c.wd = t
+	}
+	c.mu.Unlock()
+	// Tell the driver, so that a parked read or write sees the new
+	// deadline now.
 	r := c.request(opDeadline, "SetDeadline")
-	r.attempt = func(bool) bool {
-		if c.closed {
-			err = net.ErrClosed
-			return true
-		}
-		if read {
-			c.rd = t
-		}
-		if write {
-			c.wd = t
-		}
-		return true
-	}
-	r.fail = func(e error) { err = e }
-	c.d.do(r)
-	if err != nil {
-		return opError("set", c.network, c.local, c.remote, err)
-	}
+	r.attempt = func(bool) bool { return true }
+	r.fail = func(error) {}
+	c.d.post(r)
 	return nil
 }
 
@@ -239,6 +261,7 @@ type Listener struct {
 	accept func() (*Conn, error) // non-blocking, EAGAIN to park
 	shut   func()
 
+	mu     sync.Mutex
 	closed bool
 }
 
@@ -249,12 +272,20 @@ func (l *Listener) Accept() (net.Conn, error) {
 	var c *Conn
 	var err error
 	l.d.do(&request{
+		gone: func() bool {
+			l.mu.Lock()
+			defer l.mu.Unlock()
+			return l.closed
+		},
 		key:   reqKey{obj: l.id, op: opAccept},
 		obj:   l.obj,
 		guest: l.guest,
 		desc:  "Accept on " + l.name,
 		attempt: func(bool) bool {
-			if l.closed {
+			l.mu.Lock()
+			closed := l.closed
+			l.mu.Unlock()
+			if closed {
 				err = net.ErrClosed
 				return true
 			}
@@ -271,25 +302,23 @@ func (l *Listener) Accept() (net.Conn, error) {
 
 // Close implements net.Listener; a pending Accept returns net.ErrClosed.
 func (l *Listener) Close() error {
-	var err error
-	l.d.do(&request{
-		key:  reqKey{obj: l.id, op: opClose},
-		desc: "Close on " + l.name,
-		attempt: func(bool) bool {
-			if l.closed {
-				err = net.ErrClosed
-				return true
-			}
-			l.closed = true
-			l.shut()
-			l.d.failObject(l.obj, net.ErrClosed)
-			return true
-		},
-		fail: func(e error) { err = e },
-	})
-	if err != nil {
-		return opError("close", l.addr.Network(), nil, l.addr, err)
+	l.d.mu.Lock()
+	l.mu.Lock()
+	closed := l.closed
+	l.closed = true
+	l.mu.Unlock()
+	if closed {
+		l.d.mu.Unlock()
+		return opError("close", l.addr.Network(), nil, l.addr, net.ErrClosed)
 	}
+	l.d.failNow(l.obj, net.ErrClosed)
+	l.d.mu.Unlock()
+	l.d.post(&request{
+		key:     reqKey{obj: l.id, op: opClose},
+		desc:    "Close on " + l.name,
+		attempt: func(bool) bool { l.shut(); return true },
+		fail:    func(error) {},
+	})
 	return nil
 }
 

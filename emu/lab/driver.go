@@ -88,6 +88,10 @@ type request struct {
 	fail func(err error)
 	// onPark is called the first time the request parks.
 	onPark func()
+	// gone reports whether the object was closed by its owner: then the
+	// request fails at once, without waiting for the driver, as an
+	// operation on a closed descriptor does.
+	gone func() bool
 
 	done     chan struct{}
 	parkedAt time.Duration
@@ -105,10 +109,12 @@ type driver struct {
 	bubble bool
 	maxAt  time.Duration // stop at this virtual time (0: never)
 
-	mu      sync.Mutex
-	pending []*request
-	stopped bool
-	poke    chan struct{}
+	mu       sync.Mutex
+	pending  []*request
+	posted   []*request
+	stopping bool // asked to stop: the current round is the last
+	stopped  bool // stopped: requests fail at once
+	poke     chan struct{}
 
 	// Owned by the driver goroutine.
 	seq       uint64
@@ -121,6 +127,8 @@ type driver struct {
 	exited    chan struct{}
 	onStop    []func()
 	pipes     []*PipeStats
+
+	finalBlocked []Blocked // what was still waiting when the driver stopped
 }
 
 func newDriver(w *emu.World, bubble bool) *driver {
@@ -162,6 +170,11 @@ func (d *driver) do(r *request) {
 		r.fail(errLabClosed)
 		return
 	}
+	if r.gone != nil && r.gone() {
+		d.mu.Unlock()
+		r.fail(net.ErrClosed)
+		return
+	}
 	d.pending = append(d.pending, r)
 	d.mu.Unlock()
 	select {
@@ -169,6 +182,25 @@ func (d *driver) do(r *request) {
 	default:
 	}
 	<-r.done
+}
+
+// post submits r without waiting for it: for operations that never block
+// in real life (Close, SetDeadline, CloseWrite), which programs routinely
+// call while holding their own locks. Waiting for the driver there could
+// deadlock: the driver waits for the bubble to be idle, and a goroutine
+// queued on that lock is not durably blocked.
+func (d *driver) post(r *request) {
+	d.mu.Lock()
+	if d.stopped {
+		d.mu.Unlock()
+		return
+	}
+	d.posted = append(d.posted, r)
+	d.mu.Unlock()
+	select {
+	case d.poke <- struct{}{}:
+	default:
+	}
 }
 
 // exec runs f on the driver goroutine at a deterministic point.
@@ -183,11 +215,14 @@ func (d *driver) exec(key reqKey, f func()) error {
 	return err
 }
 
-// stop makes every current and future request fail, then waits for the
-// driver goroutine to return.
+// stop ends the lab after one last round: requests submitted up to the
+// moment the bubble is idle are still applied, then every waiting and
+// future request fails. It waits for the driver goroutine to return.
+// Stopping at once instead would let the scheduler decide which of the
+// requests racing with the stop get in.
 func (d *driver) stop() {
 	d.mu.Lock()
-	d.stopped = true
+	d.stopping = true
 	d.mu.Unlock()
 	select {
 	case d.poke <- struct{}{}:
@@ -198,10 +233,15 @@ func (d *driver) stop() {
 
 func (d *driver) complete(r *request) {
 	r.parked = false
+	if r.done == nil { // posted: nobody waits
+		return
+	}
 	d.ready = append(d.ready, r)
 }
 
-// loop is the driver goroutine.
+// loop is the driver goroutine. It holds d.mu while it works on the world
+// and releases it while it waits, so that programs can submit requests and
+// close connections meanwhile.
 func (d *driver) loop() {
 	defer close(d.exited)
 	var timer *time.Timer
@@ -210,14 +250,17 @@ func (d *driver) loop() {
 			synctest.Wait()
 		}
 		d.mu.Lock()
-		batch := d.pending
-		d.pending = nil
-		stopped := d.stopped
-		d.mu.Unlock()
+		posted, batch := d.posted, d.pending
+		d.posted, d.pending = nil, nil
+		stopped := d.stopping
 
 		d.w.Eng.RunUntil(d.now())
-		slices.SortStableFunc(batch, func(a, b *request) int { return a.key.cmp(b.key) })
-		for _, r := range batch {
+		// Posted operations first: a goroutine that posts (say a Close) and
+		// then blocks on a request expects them in that order.
+		byKey := func(a, b *request) int { return a.key.cmp(b.key) }
+		slices.SortStableFunc(posted, byKey)
+		slices.SortStableFunc(batch, byKey)
+		for _, r := range slices.Concat(posted, batch) {
 			d.seq++
 			r.seq = d.seq
 			d.apply(r)
@@ -228,7 +271,8 @@ func (d *driver) loop() {
 			stopped = true
 		}
 		if stopped {
-			d.shutdown()
+			d.shutdownLocked()
+			d.mu.Unlock()
 			return
 		}
 		if len(d.ready) > 0 {
@@ -240,9 +284,11 @@ func (d *driver) loop() {
 				close(r.done)
 			}
 			d.ready = d.ready[n:]
+			d.mu.Unlock()
 			continue
 		}
 		wait, ok := d.nextWake()
+		d.mu.Unlock()
 		if timer == nil {
 			timer = time.NewTimer(time.Hour)
 		}
@@ -257,6 +303,32 @@ func (d *driver) loop() {
 		case <-tc:
 		}
 	}
+}
+
+// failNow completes, from the calling goroutine, every request on obj that
+// has not completed yet, with err. Close uses it: a close never blocks in
+// real life, and programs close while holding locks other goroutines wait
+// on (yamux's Session.Close), so its effect on waiting reads and writes
+// cannot wait for the bubble to be idle. The world-side close is posted.
+// The caller holds d.mu.
+func (d *driver) failNow(obj any, err error) {
+	drop := func(list []*request) []*request {
+		kept := list[:0]
+		for _, r := range list {
+			if r.obj == obj && r.done != nil {
+				r.parked = false
+				r.fail(err)
+				close(r.done)
+				continue
+			}
+			kept = append(kept, r)
+		}
+		clear(list[len(kept):])
+		return kept
+	}
+	d.pending = drop(d.pending)
+	d.parked = drop(d.parked)
+	d.held = drop(d.held)
 }
 
 // apply runs a new request for the first time.
@@ -390,13 +462,12 @@ func (b Blocked) String() string {
 	return fmt.Sprintf("%s blocked since %s", b.Desc, engine.FormatTime(b.Since))
 }
 
-// shutdown fails every request still waiting and every later one.
-func (d *driver) shutdown() {
-	d.mu.Lock()
+// shutdownLocked fails every request still waiting and every later one.
+func (d *driver) shutdownLocked() {
 	d.stopped = true
 	batch := d.pending
-	d.pending = nil
-	d.mu.Unlock()
+	d.pending, d.posted = nil, nil
+	d.finalBlocked = d.blocked()
 	for _, f := range d.onStop {
 		f()
 	}
@@ -405,7 +476,9 @@ func (d *driver) shutdown() {
 		if !slices.Contains(d.ready, r) {
 			r.fail(errLabClosed)
 		}
-		close(r.done)
+		if r.done != nil {
+			close(r.done)
+		}
 	}
 	d.ready, d.parked, d.held = nil, nil, nil
 }

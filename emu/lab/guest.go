@@ -246,11 +246,15 @@ func (r *PipeReader) Read(b []byte) (int, error) {
 
 // Close closes the read end; writers get EPIPE.
 func (r *PipeReader) Close() error {
-	return r.d.exec(reqKey{obj: r.id, op: opClose}, func() {
-		r.closed = true
-		r.p.CloseRead()
-		r.d.failObject(r.p, os.ErrClosed)
-	})
+	r.d.post(&request{key: reqKey{obj: r.id, op: opClose}, desc: "Close pipe reader", fail: func(error) {},
+		attempt: func(bool) bool {
+			if !r.closed {
+				r.closed = true
+				r.p.CloseRead()
+			}
+			return true
+		}})
+	return nil
 }
 
 // PipeWriter is the write end of a guest pipe.
@@ -315,9 +319,13 @@ func (w *PipeWriter) unblocked() {
 
 // Close closes the write end; the reader sees EOF after draining.
 func (w *PipeWriter) Close() error {
-	return w.d.exec(reqKey{obj: w.id, op: opClose}, func() {
-		w.closed = true
-		w.p.CloseWrite()
-		w.d.failObject(w.p, os.ErrClosed)
-	})
+	w.d.post(&request{key: reqKey{obj: w.id, op: opClose}, desc: "Close pipe writer", fail: func(error) {},
+		attempt: func(bool) bool {
+			if !w.closed {
+				w.closed = true
+				w.p.CloseWrite()
+			}
+			return true
+		}})
+	return nil
 }

@@ -111,10 +111,17 @@ func (l *Lab) Resume() error {
 }
 
 // Logf adds a program's line to the event log at the current virtual time.
+// It does not wait for the driver, so it is safe under the caller's locks.
 func (l *Lab) Logf(comp, format string, args ...any) {
 	msg := fmt.Sprintf(format, args...)
-	_ = l.d.exec(reqKey{op: opLog, detail: comp + msg}, func() {
-		l.d.w.Eng.Log.Add(l.d.w.Eng.Now(), engine.KindProgram, comp, msg)
+	l.d.post(&request{
+		key:  reqKey{op: opLog, detail: comp + " " + msg},
+		desc: "Logf",
+		attempt: func(bool) bool {
+			l.d.w.Eng.Log.Add(l.d.w.Eng.Now(), engine.KindProgram, comp, msg)
+			return true
+		},
+		fail: func(error) {},
 	})
 }
 
@@ -171,21 +178,24 @@ func Run(t testing.TB, cfg Config, scenario func(l *Lab)) *Result {
 			t.Fatal(err)
 		}
 		go l.d.loop()
+		// Finish even when the scenario fails a require (runtime.Goexit),
+		// so the bubble can end.
+		defer func() {
+			res = l.finish()
+			if len(res.Leaked) > 0 {
+				t.Errorf("goroutines still alive after the lab stopped:\n%s", strings.Join(res.Leaked, "\n"))
+			}
+		}()
 		scenario(l)
-		res = l.finish()
-		if len(res.Leaked) > 0 {
-			t.Errorf("goroutines still alive after the lab stopped:\n%s", strings.Join(res.Leaked, "\n"))
-		}
 	})
 	return res
 }
 
 // finish stops the lab and collects the result.
 func (l *Lab) finish() *Result {
-	var blocked []Blocked
-	_ = l.d.exec(reqKey{op: opWorld}, func() { blocked = l.d.blocked() })
-	l.cancel()
 	l.d.stop()
+	l.cancel()
+	blocked := l.d.finalBlocked
 	if l.d.bubble {
 		synctest.Wait()
 	}

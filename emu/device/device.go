@@ -1,0 +1,230 @@
+package device
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/vsocklab/vsocklab/emu/engine"
+	"github.com/vsocklab/vsocklab/emu/uds"
+	"github.com/vsocklab/vsocklab/virtio"
+)
+
+// Dir is the direction of a packet through the device.
+type Dir uint8
+
+const (
+	GuestToHost Dir = iota // taken from the TX queue
+	HostToGuest            // written into an RX buffer
+)
+
+func (d Dir) String() string { return [...]string{"guest->host", "host->guest"}[d] }
+
+// Config wires a device into a world.
+type Config struct {
+	GuestCID uint64
+	// UDSPath is where the device listens for host-initiated connections;
+	// guest-initiated ones connect to UDSPath+"_"+<decimal port>.
+	UDSPath string
+	Host    *uds.Namespace
+	Mem     virtio.Memory
+	Queues  [3]virtio.Layout // indexed by virtio.QueueRX, QueueTX, QueueEvent
+	// Features are the negotiated ring features; VIRTIO_F_INDIRECT_DESC is
+	// honoured.
+	Features uint64
+	// Interrupt is called synchronously after the device pushed buffers to a
+	// used ring (once per processing run), and by the resume kick. It must
+	// only schedule work.
+	Interrupt func()
+	// OnPacket, if set, sees every packet the device accepts from TX and
+	// every packet it writes to RX. payload is valid only during the call.
+	OnPacket func(dir Dir, h *virtio.Header, payload []byte)
+}
+
+// hostListenBacklog is std's UnixListener::bind backlog on Linux (128).
+const hostListenBacklog = 128
+
+const comp = "device"
+
+// Device is one vsock device.
+type Device struct {
+	eng  *engine.Engine
+	prof Profile
+	cfg  Config
+	mem  virtio.Memory
+	mux  *muxer
+	q    [3]*vq
+
+	gate   bool // RX held until the guest acknowledges a reset (pending_event_ack)
+	halted bool // the worker panicked (CH, vhost-device-vsock)
+	dead   bool // the process exited (after Snapshot)
+
+	kickRX, kickTX, kickEV bool
+	scheduled, inRun       bool
+	runFn                  func()
+
+	tx      txPacket
+	rx      rxBuffer
+	rxHdr   virtio.Header
+	hdrRaw  [virtio.HeaderLen]byte
+	scratch []byte
+
+	stats Stats
+}
+
+// New builds a device and binds cfg.UDSPath in cfg.Host (an error if the
+// path is taken). The muxer is fresh: no connections, ports per profile.
+func New(eng *engine.Engine, p Profile, cfg Config) (*Device, error) {
+	if eng == nil || cfg.Mem == nil || cfg.Host == nil {
+		return nil, errors.New("device: engine, memory and host namespace are required")
+	}
+	d := &Device{eng: eng, prof: p, cfg: cfg, mem: cfg.Mem}
+	names := [3]string{"rx", "tx", "event"}
+	for i := range d.q {
+		q, err := newVQ(names[i], cfg.Mem, cfg.Queues[i], cfg.Features)
+		if err != nil {
+			return nil, fmt.Errorf("device: %s queue: %w", names[i], err)
+		}
+		d.q[i] = q
+	}
+	l, err := cfg.Host.Listen(cfg.UDSPath, hostListenBacklog)
+	if err != nil {
+		return nil, fmt.Errorf("device: bind %s: %w", cfg.UDSPath, err)
+	}
+	d.runFn = d.run
+	d.mux = newMuxer(d, l)
+	return d, nil
+}
+
+// Profile returns the profile the device was built with.
+func (d *Device) Profile() Profile { return d.prof }
+
+// Halted reports whether the device's worker died (a modelled panic).
+func (d *Device) Halted() bool { return d.halted }
+
+// Notify is a guest kick of a queue. The work runs in an engine event at the
+// current virtual time; kicks before it runs coalesce.
+func (d *Device) Notify(queue int) {
+	switch queue {
+	case virtio.QueueRX:
+		d.kickRX = true
+	case virtio.QueueTX:
+		d.kickTX = true
+	case virtio.QueueEvent:
+		d.kickEV = true
+	default:
+		d.logf(engine.KindFault, "notify of unknown queue %d ignored", queue)
+		return
+	}
+	d.wake()
+}
+
+// wake makes sure a run will look at what just changed.
+func (d *Device) wake() {
+	if d.inRun || d.scheduled || d.dead || d.halted {
+		return
+	}
+	d.scheduled = true
+	d.eng.After(0, d.runFn)
+}
+
+// run is one pass of the device's event loop: the queue events, then
+// backend notifications until no host socket has anything left to report
+// (FC@v1.16.1 event_handler.rs: handle_evq_event, handle_txq_event,
+// handle_rxq_event, notify_backend).
+func (d *Device) run() {
+	d.scheduled = false
+	if d.dead || d.halted {
+		return
+	}
+	d.inRun = true
+	for !d.halted && d.step() {
+	}
+	d.inRun = false
+	d.finishRun()
+}
+
+// step handles one pending event and reports whether there was one.
+func (d *Device) step() bool {
+	switch {
+	case d.kickEV:
+		d.kickEV = false
+		d.handleEvq()
+	case d.kickTX:
+		d.kickTX = false
+		d.processTX()
+		if d.mux.hasPendingRX() {
+			d.processRX()
+		}
+	case d.kickRX:
+		d.kickRX = false
+		if d.mux.hasPendingRX() {
+			d.processRX()
+		}
+	case d.mux.hasEvents():
+		d.mux.handleEvents()
+		d.processTX() // the backend may have freed up room for stalled TX
+		if d.mux.hasPendingRX() {
+			d.processRX()
+		}
+	default:
+		return false
+	}
+	return true
+}
+
+func (d *Device) finishRun() {
+	pushed := false
+	for _, q := range d.q {
+		pushed = pushed || q.pushedThisRun
+		q.pushedThisRun = false
+	}
+	d.checkChains()
+	if pushed {
+		d.interrupt()
+	}
+}
+
+func (d *Device) interrupt() {
+	d.stats.Interrupts++
+	if d.cfg.Interrupt != nil {
+		d.cfg.Interrupt()
+	}
+}
+
+// handleEvq is an event-queue notify: the guest re-posted an event buffer,
+// which acknowledges the reset and opens the RX gate (FC@v1.16.1
+// event_handler.rs handle_evq_event). Without a gate it does nothing.
+func (d *Device) handleEvq() {
+	if d.prof.RXGate == RXGateNone {
+		return
+	}
+	if d.gate {
+		d.gate = false
+		d.logf(engine.KindWorld, "rx gate cleared by event-queue notify")
+	}
+	if d.mux.hasPendingRX() {
+		d.processRX()
+	}
+}
+
+// halt models a worker panic: the device stops processing for good; its
+// host sockets stay open but unserved.
+func (d *Device) halt(format string, args ...any) {
+	if d.halted {
+		return
+	}
+	d.halted = true
+	d.stats.Halts++
+	d.logf(engine.KindFault, "device halted: "+format, args...)
+}
+
+func (d *Device) logf(k engine.Kind, format string, args ...any) {
+	d.eng.Logf(k, comp, format, args...)
+}
+
+func opIndex(op virtio.Op) int {
+	if op.Known() {
+		return int(op)
+	}
+	return 0
+}

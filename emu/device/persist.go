@@ -1,0 +1,172 @@
+package device
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+
+	"github.com/vsocklab/vsocklab/emu/engine"
+	"github.com/vsocklab/vsocklab/virtio"
+)
+
+// Snapshot is what a device saves (notes 5.4): the rings' positions and,
+// where the profile saves them, the port allocator and the RX gate. No
+// connection survives.
+type Snapshot struct {
+	Profile  string
+	GuestCID uint64
+	UDSPath  string
+	Features uint64
+	Queues   [3]virtio.QueueState
+	// LocalPortLast is saved from v1.15.0 on (PR #5688, VsockBackendState).
+	LocalPortLast uint32
+	PortsSaved    bool
+	// RXGate is saved on FC main only (PR #6100, VsockFrontendState).
+	RXGate      bool
+	RXGateSaved bool
+	// ResetPosted records whether a TRANSPORT_RESET went out (for tests
+	// and logs; not device state).
+	ResetPosted bool
+}
+
+// Snapshot is prepare_save plus save: the TRANSPORT_RESET is posted before
+// or after the state is captured, or not at all, per profile (notes 5.1,
+// 5.2). Afterwards the device is dead like an exited process: its host
+// streams are closed, its listener unbound, and it processes nothing more.
+func (d *Device) Snapshot() (Snapshot, error) {
+	if d.dead {
+		return Snapshot{}, errors.New("device: snapshot of a device that already exited")
+	}
+	s := Snapshot{Profile: d.prof.Name, GuestCID: d.cfg.GuestCID, UDSPath: d.cfg.UDSPath, Features: d.cfg.Features}
+	capture := func() {
+		for i, q := range d.q {
+			s.Queues[i] = q.q.State()
+		}
+		if d.prof.Ports == PortsPersisted {
+			s.LocalPortLast, s.PortsSaved = d.mux.ports.last, true
+		}
+		if d.prof.RXGate == RXGatePersisted {
+			s.RXGate, s.RXGateSaved = d.gate, true
+		}
+	}
+	switch d.prof.Reset {
+	case ResetBeforeSave:
+		s.ResetPosted = d.postReset()
+		capture()
+	case ResetAfterSave:
+		capture()
+		s.ResetPosted = d.postReset()
+	default:
+		capture()
+	}
+	d.exit()
+	return s, nil
+}
+
+// postReset is send_transport_reset_event (FC@v1.16.1 device.rs): pop one
+// event buffer, write u32 0 at its address (no direction or length check),
+// return it with its own length, arm the gate, interrupt. With no buffer it
+// fails with EmptyQueue and nothing else happens (notes 5.1).
+func (d *Device) postReset() bool {
+	q := d.q[virtio.QueueEvent]
+	st, err := q.pop()
+	switch st {
+	case popNone, popRing:
+		d.stats.ResetEventFails++
+		d.logf(engine.KindFault, "Failed to send reset transport event: VsockError(EmptyQueue)")
+		if err != nil {
+			d.logf(engine.KindFault, "event queue unusable: %v", err)
+		}
+		return false
+	case popBadHead:
+		d.leak(q, q.view.head, err.Error())
+		d.stats.ResetEventFails++
+		return false
+	}
+	head := q.view.head
+	var addr uint64
+	var n uint32
+	if len(q.view.descs) > 0 {
+		addr, n = q.view.descs[0].addr, q.view.descs[0].n
+	}
+	var ev [virtio.EventLen]byte
+	binary.LittleEndian.PutUint32(ev[:], uint32(virtio.EventTransportReset))
+	if err := d.mem.WriteAt(ev[:], addr); err != nil {
+		d.logf(engine.KindFault, "Failed to write virtio vsock reset event: %v", err)
+	}
+	d.pushUsed(q, head, n)
+	q.pushedThisRun = false
+	d.stats.ResetEvents++
+	d.logf(engine.KindWorld, "transport reset posted on event buffer %d", head)
+	if d.prof.RXGate != RXGateNone {
+		d.gate = true
+	}
+	d.interrupt()
+	return true
+}
+
+// exit closes every host socket and stops all processing.
+func (d *Device) exit() {
+	d.dead = true
+	d.mux.exit()
+	d.logf(engine.KindWorld, "device exited: host sockets closed, %s unbound", d.cfg.UDSPath)
+}
+
+// Restore builds a device from a snapshot: a fresh muxer (no connections,
+// listener bound again), ring positions restored, the port allocator per
+// profile, and the resume kick scheduled at the current virtual time (notes
+// 5.4, 5.5, 5.6).
+func Restore(eng *engine.Engine, p Profile, cfg Config, s Snapshot) (*Device, error) {
+	d, err := New(eng, p, cfg)
+	if err != nil {
+		return nil, err
+	}
+	if s.Profile != "" && s.Profile != p.Name {
+		d.logf(engine.KindWorld, "restoring a %s snapshot with profile %s", s.Profile, p.Name)
+	}
+	for i, q := range d.q {
+		if s.Queues[i].LastAvail-s.Queues[i].UsedIdx > q.l.Size {
+			return nil, fmt.Errorf("device: snapshot %s queue: %d chains in flight exceed the queue size", q.name, s.Queues[i].LastAvail-s.Queues[i].UsedIdx)
+		}
+		q.q.SetState(s.Queues[i])
+	}
+	if p.Ports == PortsPersisted && s.PortsSaved {
+		d.mux.ports.last = s.LocalPortLast // written back after the new muxer is built
+	}
+	if p.RXGate == RXGatePersisted && s.RXGateSaved {
+		d.gate = s.RXGate
+	}
+	d.logf(engine.KindWorld, "device restored (%s): local_port_last %d", p.Name, d.mux.ports.last)
+	// The kick runs as an event at the current virtual time rather than
+	// inside Restore, so that it finds the caller's world resumed: the new
+	// device installed and the guest thawed, as when Firecracker resumes the
+	// restored VM.
+	eng.After(0, d.Resume)
+	return d, nil
+}
+
+// Resume is the device's kick() on resume, called by Restore and to be
+// called by the world after a bare pause/resume (FC@v1.14.0, FC@v1.16.1,
+// FC@main device.rs kick; notes 5.2, 5.3).
+func (d *Device) Resume() {
+	if d.dead || d.halted {
+		return
+	}
+	signal := d.prof.ResumeSignalsEventQueue
+	switch d.prof.RXGate {
+	case RXGateArmedOnKick:
+		d.gate = true // v1.16.x: even when no reset was published
+		d.logf(engine.KindWorld, "rx gate armed by resume kick")
+	case RXGatePersisted:
+		signal = signal && d.gate
+	}
+	if signal {
+		d.logf(engine.KindWorld, "resume kick: signaling event queue")
+		d.interrupt()
+	}
+	if d.prof.ResumeReplaysTX {
+		d.logf(engine.KindWorld, "resume kick: notifying tx queue")
+		d.kickTX = true
+		d.wake()
+	}
+}

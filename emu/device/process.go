@@ -1,0 +1,160 @@
+package device
+
+import (
+	"github.com/vsocklab/vsocklab/emu/engine"
+	"github.com/vsocklab/vsocklab/virtio"
+)
+
+// processTX pops every available TX chain (FC@v1.16.1 device.rs process_tx;
+// notes 1.5).
+func (d *Device) processTX() {
+	q := d.q[virtio.QueueTX]
+	for !d.halted {
+		st, err := q.pop()
+		switch st {
+		case popNone:
+			return
+		case popRing:
+			d.halt("vsock: TX queue unusable: %v", err)
+			return
+		case popBadHead:
+			d.leak(q, q.view.head, err.Error())
+			continue
+		}
+		v := &q.view
+		if e := d.parseTX(v, &d.tx); !e.ok() {
+			d.stats.BadTXChains++
+			if d.eng.Log.Enabled(engine.KindFault) {
+				d.eng.Log.Add(d.eng.Now(), engine.KindFault, comp, "vsock: error reading TX packet: "+e.String())
+			}
+			if d.prof.LeakBadTXChains {
+				d.leak(q, v.head, "never added to the used ring")
+				continue
+			}
+			d.pushUsed(q, v.head, 0)
+			continue
+		}
+		d.acceptTX(&d.tx)
+		if d.halted { // the worker died holding the chain
+			d.leak(q, v.head, "worker halted")
+			return
+		}
+		d.pushUsed(q, v.head, 0)
+	}
+}
+
+func (d *Device) acceptTX(p *txPacket) {
+	h := &p.hdr
+	d.stats.TXPackets++
+	d.stats.TXByOp[opIndex(h.Op)]++
+	if h.Op == virtio.OpRW {
+		d.stats.TXBytes += uint64(h.Len)
+	}
+	if d.eng.Log.Enabled(engine.KindPacket) {
+		d.eng.Log.Add(d.eng.Now(), engine.KindPacket, comp, "tx "+h.String())
+	}
+	if d.cfg.OnPacket != nil {
+		d.cfg.OnPacket(GuestToHost, h, d.payloadView(p.payload, uint64(h.Len)))
+	}
+	d.mux.sendPkt(p)
+}
+
+// processRX fills RX buffers while the muxer has something to say
+// (FC@v1.16.1 device.rs process_rx; notes 1.5). A buffer the muxer has no
+// packet for goes back to the available ring.
+func (d *Device) processRX() {
+	if d.gate {
+		d.stats.RXGateHeld++
+		return
+	}
+	q := d.q[virtio.QueueRX]
+	for !d.halted {
+		st, err := q.pop()
+		switch st {
+		case popNone:
+			return
+		case popRing:
+			d.halt("vsock: RX queue unusable: %v", err)
+			return
+		case popBadHead:
+			d.leak(q, q.view.head, err.Error())
+			continue
+		}
+		v := &q.view
+		if e := d.parseRX(v, &d.rx); !e.ok() {
+			d.stats.BadRXChains++
+			if d.eng.Log.Enabled(engine.KindFault) {
+				d.eng.Log.Add(d.eng.Now(), engine.KindFault, comp, "vsock: RX queue error: "+e.String()+d.prof.rxErrorSuffix())
+			}
+			d.pushUsed(q, v.head, 0)
+			continue
+		}
+		if !d.mux.recvPkt(&d.rx, &d.rxHdr) {
+			if d.halted {
+				d.leak(q, v.head, "worker halted")
+				return
+			}
+			q.unpop()
+			return
+		}
+		h := &d.rxHdr
+		if d.prof.rxCommitChecksLen() && h.Len > virtio.MaxPktBufSize {
+			// commit_hdr refuses it; the bytes already read are lost (derived).
+			d.logf(engine.KindFault, "vsock: Error writing packet header to guest memory: InvalidPktLen(%d).Discarding the package.", h.Len)
+			d.pushUsed(q, v.head, 0)
+			continue
+		}
+		d.writeRXHeader(h)
+		d.deliverRX(h)
+		d.pushUsed(q, v.head, virtio.HeaderLen+h.Len)
+	}
+}
+
+func (d *Device) deliverRX(h *virtio.Header) {
+	d.stats.RXPackets++
+	d.stats.RXByOp[opIndex(h.Op)]++
+	switch h.Op {
+	case virtio.OpRW:
+		d.stats.RXBytes += uint64(h.Len)
+	case virtio.OpRST:
+		d.stats.RSTsSent++
+	}
+	if d.eng.Log.Enabled(engine.KindPacket) {
+		d.eng.Log.Add(d.eng.Now(), engine.KindPacket, comp, "rx "+h.String())
+	}
+	if d.cfg.OnPacket != nil {
+		d.cfg.OnPacket(HostToGuest, h, d.payloadView(d.rx.payload, uint64(h.Len)))
+	}
+}
+
+// writeRXHeader commits the header to the RX buffer's header bytes.
+func (d *Device) writeRXHeader(h *virtio.Header) {
+	if len(d.rx.hdr) == 1 {
+		if b, err := d.mem.Slice(d.rx.hdr[0].addr, virtio.HeaderLen); err == nil {
+			_ = h.Encode(b)
+			return
+		}
+	}
+	_ = h.Encode(d.hdrRaw[:])
+	off := 0
+	for _, s := range d.rx.hdr {
+		_ = d.mem.WriteAt(d.hdrRaw[off:off+int(s.n)], s.addr) // ranges checked at parse time
+		off += int(s.n)
+	}
+}
+
+func (d *Device) pushUsed(q *vq, head uint16, n uint32) {
+	if err := q.push(head, n); err != nil {
+		d.logf(engine.KindFault, "Failed to add used descriptor %d to the %s queue: %v", head, q.name, err)
+		q.leaked++
+		d.stats.LeakedChains++
+	}
+}
+
+func (d *Device) leak(q *vq, head uint16, why string) {
+	q.leaked++
+	d.stats.LeakedChains++
+	if d.eng.Log.Enabled(engine.KindFault) {
+		d.logf(engine.KindFault, "%s chain %d leaked: %s", q.name, head, why)
+	}
+}

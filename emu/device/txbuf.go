@@ -1,0 +1,64 @@
+package device
+
+import "errors"
+
+// txBufSize is CONN_TX_BUF_SIZE (FC csm/mod.rs, every version): the TX
+// buffer's capacity and the buf_alloc the device advertises.
+const txBufSize = 64 * 1024
+
+var errTxBufFull = errors.New("TxBufFull")
+
+// txBuf is the per-connection ring that holds guest data the host stream
+// would not take yet (FC@v1.14.0 csm/txbuf.rs; notes 3). head and tail are
+// wrapping byte counters; the storage is allocated on the first push.
+type txBuf struct {
+	data       []byte
+	head, tail uint32
+}
+
+func (b *txBuf) len() int        { return int(b.head - b.tail) }
+func (b *txBuf) empty() bool     { return b.head == b.tail }
+func (b *txBuf) free() int       { return txBufSize - b.len() }
+func (b *txBuf) clear()          { b.data, b.head, b.tail = nil, 0, 0 }
+func (b *txBuf) allocated() bool { return b.data != nil }
+
+// push stores all of p or nothing (TxBufFull).
+func (b *txBuf) push(p []byte) error {
+	if b.len()+len(p) > txBufSize {
+		return errTxBufFull
+	}
+	if b.data == nil {
+		b.data = make([]byte, txBufSize)
+	}
+	off := int(b.head % txBufSize)
+	n := copy(b.data[off:], p)
+	copy(b.data, p[n:])
+	b.head += uint32(len(p))
+	return nil
+}
+
+// flushTo writes the contiguous part from tail, and the wrapped part only if
+// the first went out whole. An error on the first write is returned; one on
+// the wrapped write is swallowed and the first part's count returned
+// (FC@v1.14.0 csm/txbuf.rs flush_to).
+func (b *txBuf) flushTo(write func([]byte) (int, error)) (int, error) {
+	if b.empty() {
+		return 0, nil
+	}
+	off := int(b.tail % txBufSize)
+	first := min(txBufSize-off, b.len())
+	n, err := write(b.data[off : off+first])
+	if err != nil {
+		return 0, err
+	}
+	b.tail += uint32(n)
+	if n < first || b.empty() {
+		return n, nil
+	}
+	m, err := write(b.data[:b.len()])
+	if err != nil {
+		return n, nil
+	}
+	b.tail += uint32(m)
+	return n + m, nil
+}
