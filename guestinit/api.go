@@ -95,6 +95,10 @@ func (in *Init) handleSession(ctx context.Context, w http.ResponseWriter, r *htt
 		for {
 			st, err := sess.AcceptStream()
 			if err != nil {
+				// AcceptStream fails only once the session is shutting
+				// down, which yamux finishes on its own. Calling Close here
+				// as well would queue this goroutine on yamux's shutdown
+				// lock while the closer waits for the send loop.
 				break
 			}
 			streams.Add(1)
@@ -103,7 +107,7 @@ func (in *Init) handleSession(ctx context.Context, w http.ResponseWriter, r *htt
 				in.sendSamples(ctx, st)
 			}()
 		}
-		sess.Close()
+		<-sess.CloseChan()
 		streams.Wait()
 	}()
 }

@@ -41,6 +41,11 @@ func New(opts Options, dial Dialer, listen func() (net.Listener, error), logf fu
 // Options returns the options with defaults filled in.
 func (d *Daemon) Options() Options { return d.opts }
 
+// SetListen replaces the function that binds the log collector's socket,
+// for callers that need the defaulted options to build it. Call it before
+// Run.
+func (d *Daemon) SetListen(listen func() (net.Listener, error)) { d.listen = listen }
+
 // Run serves the log collector and runs the start sequence after boot and
 // after every Resumed call, until ctx is done.
 func (d *Daemon) Run(ctx context.Context) error {

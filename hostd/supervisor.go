@@ -259,7 +259,6 @@ func (d *Daemon) openSession(ctx context.Context, cycleStart time.Time, c *Cycle
 	d.wg.Add(1)
 	go func() {
 		defer d.wg.Done()
-		defer sess.Close()
 		stop := context.AfterFunc(ctx, func() { sess.Close() })
 		defer stop()
 		dec := json.NewDecoder(stream)
@@ -269,6 +268,13 @@ func (d *Daemon) openSession(ctx context.Context, cycleStart time.Time, c *Cycle
 				d.mu.Lock()
 				rec.Closed, rec.Err = true, err.Error()
 				d.mu.Unlock()
+				// A clean end of the stream leaves a healthy session to
+				// close. Any other error means the session is already
+				// shutting itself down; closing it again from here would
+				// wait on yamux's shutdown lock for nothing.
+				if err == io.EOF {
+					sess.Close()
+				}
 				return
 			}
 			d.mu.Lock()

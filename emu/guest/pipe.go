@@ -110,3 +110,10 @@ func (p *Pipe) Readable() bool { return p.Buffered() > 0 || p.wrClosed || p.rdCl
 
 // Writable reports whether a blocked writer would wake.
 func (p *Pipe) Writable() bool { return p.Buffered() < p.capacity || p.rdClosed || p.wrClosed }
+
+// ReadEnds reports whether Read would return at once with end of file or an
+// error, touching nothing.
+func (p *Pipe) ReadEnds() bool { return p.rdClosed || p.Buffered() == 0 && p.wrClosed }
+
+// WriteFails reports whether Write would fail at once, touching nothing.
+func (p *Pipe) WriteFails() bool { return p.wrClosed || p.rdClosed }

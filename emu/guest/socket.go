@@ -567,3 +567,21 @@ func (k *Kernel) Info(s *Socket) SocketInfo {
 		PeerFree: k.free(s),
 	}
 }
+
+// SendEnds reports whether a send on s would return at once with an error,
+// touching nothing: the shutdown, state and error checks that come before
+// any credit is taken. The runtime adapter completes such calls without
+// ordering them against other programs' operations, as they change nothing
+// anyone else can see.
+func (k *Kernel) SendEnds(s *Socket) bool {
+	return s.shut&ShutSend != 0 || s.peerShut&ShutRcv != 0 || s.state != StateEstablished || s.err != 0
+}
+
+// RecvEnds reports whether a receive on s would return at once without
+// data, with end of stream or an error, touching nothing.
+func (k *Kernel) RecvEnds(s *Socket) bool {
+	if s.state != StateEstablished || s.shut&ShutRcv != 0 {
+		return true
+	}
+	return s.rxBytes == 0 && (s.err != 0 || s.peerShut&ShutSend != 0 || s.done)
+}

@@ -44,6 +44,8 @@ func (a *Addr) String() string {
 type backend interface {
 	read(p []byte, cont bool) (int, error) // (0, io.EOF) at end of stream; EAGAIN to park
 	write(p []byte, cont bool) (int, error)
+	readEnds() bool   // a read would return at once without data, touching nothing
+	writeFails() bool // a write would fail at once, touching nothing
 	closeWrite() error
 	close()
 	object() any // what the world's readiness hooks name
@@ -129,6 +131,13 @@ func (c *Conn) Read(p []byte) (int, error) {
 		n, err = c.b.read(p, cont)
 		return !errors.Is(err, syscall.EAGAIN)
 	}
+	r.ends = func() bool {
+		if !c.b.readEnds() {
+			return false
+		}
+		n, err = c.b.read(p, false)
+		return true
+	}
 	r.deadline = func() time.Time { rd, _ := c.deadlines(); return rd }
 	r.expire = func() { err = os.ErrDeadlineExceeded }
 	r.fail = func(e error) { err = e }
@@ -158,6 +167,13 @@ func (c *Conn) Write(p []byte) (int, error) {
 				return true
 			}
 		}
+		return true
+	}
+	r.ends = func() bool {
+		if len(p) == 0 || !c.b.writeFails() {
+			return false
+		}
+		n, err = c.b.write(p, false)
 		return true
 	}
 	r.deadline = func() time.Time { _, wd := c.deadlines(); return wd }

@@ -5,6 +5,7 @@ import (
 	"net"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing/synctest"
 	"time"
 
@@ -92,6 +93,14 @@ type request struct {
 	// request fails at once, without waiting for the driver, as an
 	// operation on a closed descriptor does.
 	gone func() bool
+	// ends, called with d.mu held, completes the request at once when it
+	// can only fail or hit end of stream without touching the world (a
+	// write to a reset socket, a read at EOF), and reports whether it did.
+	// Such calls need no place in the deterministic order, and making them
+	// wait for an idle bubble deadlocks programs that hold a lock across
+	// them while another goroutine queues on that lock (yamux's
+	// Session.Close waits for its send loop under shutdownLock).
+	ends func() bool
 
 	done     chan struct{}
 	parkedAt time.Duration
@@ -129,6 +138,10 @@ type driver struct {
 	pipes     []*PipeStats
 
 	finalBlocked []Blocked // what was still waiting when the driver stopped
+
+	// Read by the stall watchdog from outside the bubble.
+	rounds      atomic.Uint64 // driver loop iterations
+	waitingIdle atomic.Bool   // inside synctest.Wait
 }
 
 func newDriver(w *emu.World, bubble bool) *driver {
@@ -173,6 +186,10 @@ func (d *driver) do(r *request) {
 	if r.gone != nil && r.gone() {
 		d.mu.Unlock()
 		r.fail(net.ErrClosed)
+		return
+	}
+	if r.ends != nil && !(r.guest && d.w.Suspended()) && r.ends() {
+		d.mu.Unlock()
 		return
 	}
 	d.pending = append(d.pending, r)
@@ -246,8 +263,11 @@ func (d *driver) loop() {
 	defer close(d.exited)
 	var timer *time.Timer
 	for {
+		d.rounds.Add(1)
 		if d.bubble {
+			d.waitingIdle.Store(true)
 			synctest.Wait()
+			d.waitingIdle.Store(false)
 		}
 		d.mu.Lock()
 		posted, batch := d.posted, d.pending

@@ -33,6 +33,8 @@ func (g *guestSock) read(p []byte, cont bool) (int, error) {
 }
 
 func (g *guestSock) write(p []byte, cont bool) (int, error) { return g.k.Send(g.s, p, cont) }
+func (g *guestSock) readEnds() bool                         { return g.k.RecvEnds(g.s) }
+func (g *guestSock) writeFails() bool                       { return g.k.SendEnds(g.s) }
 func (g *guestSock) closeWrite() error                      { return g.k.Shutdown(g.s, guest.ShutSend) }
 func (g *guestSock) close()                                 { g.k.Close(g.s) }
 func (g *guestSock) object() any                            { return g.s }
@@ -228,6 +230,16 @@ func (r *PipeReader) Read(b []byte) (int, error) {
 	r.d.do(&request{
 		key: reqKey{obj: r.id, op: opRead}, obj: r.p, guest: true,
 		desc: fmt.Sprintf("Read on pipe %d", r.p.ID),
+		ends: func() bool {
+			if r.closed || !r.p.ReadEnds() {
+				return false
+			}
+			n, err = r.p.Read(b)
+			if err == nil && n == 0 && len(b) > 0 {
+				err = io.EOF
+			}
+			return true
+		},
 		attempt: func(bool) bool {
 			if r.closed {
 				err = os.ErrClosed
@@ -295,6 +307,13 @@ func (w *PipeWriter) Write(b []byte) (int, error) {
 		if r.parked || w.st.Blocked {
 			w.unblocked()
 		}
+		return true
+	}
+	r.ends = func() bool {
+		if w.closed || len(b) == 0 || !w.p.WriteFails() {
+			return false
+		}
+		_, err = w.p.Write(b)
 		return true
 	}
 	r.onPark = func() {

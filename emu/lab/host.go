@@ -15,6 +15,8 @@ type hostSock struct{ c *uds.Conn }
 
 func (h *hostSock) read(p []byte, _ bool) (int, error)  { return h.c.Read(p) }
 func (h *hostSock) write(p []byte, _ bool) (int, error) { return h.c.Write(p) }
+func (h *hostSock) readEnds() bool                      { return h.c.ReadEnds() }
+func (h *hostSock) writeFails() bool                    { return h.c.WriteFails() }
 func (h *hostSock) closeWrite() error                   { return h.c.CloseWrite() }
 func (h *hostSock) close()                              { h.c.Close() }
 func (h *hostSock) object() any                         { return h.c }

@@ -23,6 +23,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -172,11 +173,15 @@ func Run(t testing.TB, cfg Config, scenario func(l *Lab)) *Result {
 	drainPools()
 	defer drainPools()
 	var res *Result
+	var watched atomic.Pointer[driver]
+	stopWatch := watchStalls(&watched)
+	defer stopWatch()
 	synctest.Test(tt, func(t *testing.T) {
 		l, err := newLab(cfg, true)
 		if err != nil {
 			t.Fatal(err)
 		}
+		watched.Store(l.d)
 		go l.d.loop()
 		// Finish even when the scenario fails a require (runtime.Goexit),
 		// so the bubble can end.
@@ -248,6 +253,48 @@ func bubbleGoroutines() []string {
 		out = append(out, lines[0]+" "+strings.TrimSpace(lines[1]))
 	}
 	return out
+}
+
+// stallAfter is how long, in real time, the driver may wait for an idle
+// bubble before the watchdog calls it a stall.
+const stallAfter = 20 * time.Second
+
+// watchStalls watches, from outside the bubble, for the one way the lab
+// can hang: a goroutine queued on a sync.Mutex (which synctest does not
+// count as durably blocked) held by a goroutine that waits for a lab
+// operation, so the bubble never becomes idle and the driver never runs.
+// It cannot wake anything inside the bubble; it ends the process with a
+// diagnosis instead of letting the test hang until its timeout.
+func watchStalls(d *atomic.Pointer[driver]) (stop func()) {
+	done := make(chan struct{})
+	go func() {
+		var last uint64
+		since := time.Now()
+		for {
+			select {
+			case <-done:
+				return
+			case <-time.After(250 * time.Millisecond):
+			}
+			dr := d.Load()
+			if dr == nil || !dr.waitingIdle.Load() || dr.rounds.Load() != last {
+				if dr != nil {
+					last = dr.rounds.Load()
+				}
+				since = time.Now()
+				continue
+			}
+			if time.Since(since) > stallAfter {
+				buf := make([]byte, 1<<20)
+				buf = buf[:runtime.Stack(buf, true)]
+				panic(fmt.Sprintf("lab: stalled for %s: the bubble never became idle. "+
+					"Usually a goroutine is blocked on a sync.Mutex held by a goroutine that waits for a lab "+
+					"operation (look for [sync.Mutex.Lock] below); synctest does not count mutex waits as "+
+					"durably blocked, so the lab cannot order the next step.\n\n%s", stallAfter, buf))
+			}
+		}
+	}()
+	return func() { close(done) }
 }
 
 // Start runs a world against the wall clock, without synctest, for serving

@@ -296,3 +296,14 @@ func (q *queue) read(p []byte) int {
 }
 
 func (q *queue) reset() { q.buf, q.off = nil, 0 }
+
+// ReadEnds reports whether Read would return at once with end of stream or
+// an error and no data, without waking the peer.
+func (c *Conn) ReadEnds() bool {
+	return c.closed || c.err != nil || c.in.len() == 0 && c.PeerClosed()
+}
+
+// WriteFails reports whether Write would fail at once, touching nothing.
+func (c *Conn) WriteFails() bool {
+	return c.closed || c.err != nil || c.wrShut || c.peer == nil || c.peer.closed
+}
