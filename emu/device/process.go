@@ -26,6 +26,9 @@ func (d *Device) processTX() {
 			d.stats.BadTXChains++
 			if d.eng.Log.Enabled(engine.KindFault) {
 				d.eng.Log.Add(d.eng.Now(), engine.KindFault, comp, "vsock: error reading TX packet: "+e.String())
+				// The device's own line says nothing of the layout; the
+				// lab adds it, since the layout is usually the story.
+				d.eng.Log.Add(d.eng.Now(), engine.KindFault, comp, "  dropped TX chain "+v.shape())
 			}
 			if d.prof.LeakBadTXChains {
 				d.leak(q, v.head, "never added to the used ring")

@@ -333,7 +333,7 @@ func (w *PipeWriter) unblocked() {
 	w.st.Blocked = false
 	waited := w.d.now() - w.st.Since
 	w.st.MaxBlock = max(w.st.MaxBlock, waited)
-	w.d.w.Eng.Logf(engine.KindProgram, "guest", "pipe %d writer waited %s for room", w.p.ID, engine.FormatTime(waited))
+	w.d.w.Eng.Logf(engine.KindProgram, "guest", "pipe %d writer waited %s for room", w.p.ID, waited)
 }
 
 // Close closes the write end; the reader sees EOF after draining.

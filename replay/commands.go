@@ -1,0 +1,250 @@
+package replay
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/vsocklab/vsocklab/emu/device"
+	"github.com/vsocklab/vsocklab/emu/engine"
+	"github.com/vsocklab/vsocklab/emu/guest"
+	"github.com/vsocklab/vsocklab/guestinit/labenv"
+	"github.com/vsocklab/vsocklab/trace"
+)
+
+// argKind says what an argument takes.
+type argKind uint8
+
+const (
+	flagArg  argKind = iota // "keep-reset-sessions"
+	value                   // "seed=3"
+	list                    // "kinds=(packet, conn)" or "kinds=packet"
+	duration                // "dwell=5s"
+	number                  // "n=50"
+)
+
+// command describes one trace command.
+type command struct {
+	args       map[string]argKind
+	positional string // name of a single positional argument ("" for none)
+	input      string // what the input lines are, "" when none are taken
+	check      func(d *trace.Directive) error
+	run        func(sc *Scenario, d *trace.Directive) (string, error)
+}
+
+var commands map[string]command
+
+func init() {
+	commands = map[string]command{
+		"world": {
+			args:  map[string]argKind{"name": value, "device": value, "kernel": value, "seed": number, "cid": number},
+			check: checkWorld,
+			run:   (*Scenario).cmdWorld,
+		},
+		"hostd": {
+			args: map[string]argKind{"session-first": flagArg, "backoff-initial": duration, "backoff-max": duration,
+				"give-up": duration, "api-port": number, "log-port": number, "attempt-timeout": duration},
+			run: (*Scenario).cmdHostd,
+		},
+		"init": {
+			args: map[string]argKind{"no-write-timeout": flagArg, "write-timeout": duration, "keep-reset-sessions": flagArg,
+				"api-port": number, "log-port": number, "metrics-interval": duration, "read-chunk": number},
+			input: "the workload, one line",
+			check: checkInit,
+			run:   (*Scenario).cmdInit,
+		},
+		"boot":    {run: (*Scenario).cmdBoot},
+		"run":     {positional: "duration", run: (*Scenario).cmdRun},
+		"suspend": {run: (*Scenario).cmdSuspend},
+		"resume":  {run: (*Scenario).cmdResume},
+		"wait-started": {
+			args: map[string]argKind{"cycle": number, "timeout": duration},
+			run:  (*Scenario).cmdWaitStarted,
+		},
+		"cycles": {
+			args: map[string]argKind{"n": number, "dwell": duration, "pause": duration, "timeout": duration},
+			run:  (*Scenario).cmdCycles,
+		},
+		"connect": {
+			args: map[string]argKind{"port": number},
+			run:  (*Scenario).cmdConnect,
+		},
+		"timeline": {
+			args:  map[string]argKind{"kinds": list, "comp": list, "grep": value, "all": flagArg, "limit": number},
+			check: checkTimeline,
+			run:   (*Scenario).cmdTimeline,
+		},
+		"sockets":  {args: map[string]argKind{"limit": number}, run: (*Scenario).cmdSockets},
+		"counters": {run: (*Scenario).cmdCounters},
+		"report":   {run: (*Scenario).cmdReport},
+		"verdict":  {positional: "wedge|resume", check: checkVerdict, run: (*Scenario).cmdVerdict},
+	}
+}
+
+// checkArgs applies a command's argument table.
+func checkArgs(d *trace.Directive, c command) error {
+	args := d.Args
+	if c.positional != "" {
+		if len(args) == 0 || len(args[0].Vals) != 0 {
+			return d.Errorf("%s: expected a %s first", d.Cmd, c.positional)
+		}
+		args = args[1:]
+	}
+	for _, a := range args {
+		kind, ok := c.args[a.Key]
+		if !ok {
+			var known []string
+			for k := range c.args {
+				known = append(known, k)
+			}
+			if len(known) == 0 {
+				return d.Errorf("%s takes no arguments, got %q", d.Cmd, a.Key)
+			}
+			sortStrings(known)
+			return d.Errorf("%s: unknown argument %q (known: %s)", d.Cmd, a.Key, strings.Join(known, ", "))
+		}
+		switch kind {
+		case flagArg:
+			if len(a.Vals) != 0 {
+				return d.Errorf("%s: %s is a flag and takes no value", d.Cmd, a.Key)
+			}
+		case list:
+			if len(a.Vals) == 0 {
+				return d.Errorf("%s: %s needs a value", d.Cmd, a.Key)
+			}
+		default:
+			if len(a.Vals) != 1 {
+				return d.Errorf("%s: %s needs exactly one value", d.Cmd, a.Key)
+			}
+			v := a.Vals[0]
+			switch kind {
+			case duration:
+				if dd, err := time.ParseDuration(v); err != nil || dd < 0 {
+					return d.Errorf("%s: %s=%s: expected a duration such as 500ms or 5s", d.Cmd, a.Key, v)
+				}
+			case number:
+				if _, err := parseUint(v); err != nil {
+					return d.Errorf("%s: %s=%s: expected a non-negative integer", d.Cmd, a.Key, v)
+				}
+			}
+		}
+	}
+	if c.input == "" && len(d.Input) > 0 {
+		return d.Errorf("%s takes no input lines, got %q", d.Cmd, d.Input[0])
+	}
+	if d.Cmd == "run" {
+		if _, err := time.ParseDuration(d.Args[0].Key); err != nil {
+			return d.Errorf("run: expected a duration such as 30s, got %q", d.Args[0].Key)
+		}
+		if len(d.Args) > 1 {
+			return d.Errorf("run takes one duration, got %d arguments", len(d.Args))
+		}
+	}
+	return nil
+}
+
+func sortStrings(s []string) {
+	for i := 1; i < len(s); i++ {
+		for j := i; j > 0 && s[j] < s[j-1]; j-- {
+			s[j], s[j-1] = s[j-1], s[j]
+		}
+	}
+}
+
+func checkWorld(d *trace.Directive) error {
+	cfg, _, err := worldConfig(d)
+	if err != nil {
+		return err
+	}
+	if cfg.Device != "" {
+		if _, err := device.LookupProfile(cfg.Device); err != nil {
+			return d.Errorf("world: %v", err)
+		}
+	}
+	if cfg.Kernel != "" {
+		if _, err := guest.LookupProfile(cfg.Kernel); err != nil {
+			return d.Errorf("world: %v", err)
+		}
+	}
+	return nil
+}
+
+func checkInit(d *trace.Directive) error {
+	if len(d.Input) != 1 {
+		return d.Errorf("init: expected one input line with the workload (e.g. \"writer total=1MiB size=64KiB every=10ms\"), got %d", len(d.Input))
+	}
+	if _, err := labenv.ParseWorkload(strings.Fields(d.Input[0])); err != nil {
+		return d.Errorf("init: %v", err)
+	}
+	if _, ok := d.Arg("no-write-timeout"); ok {
+		if _, ok := d.Arg("write-timeout"); ok {
+			return d.Errorf("init: no-write-timeout and write-timeout contradict each other")
+		}
+	}
+	return nil
+}
+
+var kindNames = map[string]engine.Kind{
+	"packet": engine.KindPacket, "conn": engine.KindConn, "credit": engine.KindCredit, "host": engine.KindHost,
+	"program": engine.KindProgram, "fault": engine.KindFault, "invariant": engine.KindInvariant, "world": engine.KindWorld,
+}
+
+func checkTimeline(d *trace.Directive) error {
+	if a, ok := d.Arg("kinds"); ok {
+		for _, v := range a.Vals {
+			if _, ok := kindNames[v]; !ok {
+				return d.Errorf("timeline: unknown kind %q (known: conn, credit, fault, host, invariant, packet, program, world)", v)
+			}
+		}
+	}
+	return nil
+}
+
+func checkVerdict(d *trace.Directive) error {
+	switch d.Args[0].Key {
+	case "wedge", "resume":
+		return nil
+	}
+	return d.Errorf("verdict: expected wedge or resume, got %q", d.Args[0].Key)
+}
+
+func argVal(a trace.Arg) string {
+	if len(a.Vals) == 0 {
+		return ""
+	}
+	return a.Vals[0]
+}
+
+func parseUint(s string) (uint64, error) { return strconv.ParseUint(s, 10, 64) }
+
+// durArg returns the duration argument key, or def.
+func durArg(d *trace.Directive, key string, def time.Duration) time.Duration {
+	if a, ok := d.Arg(key); ok {
+		v, _ := time.ParseDuration(argVal(a)) // checked by checkArgs
+		return v
+	}
+	return def
+}
+
+// numArg returns the number argument key, or def.
+func numArg(d *trace.Directive, key string, def uint64) uint64 {
+	if a, ok := d.Arg(key); ok {
+		v, _ := parseUint(argVal(a)) // checked by checkArgs
+		return v
+	}
+	return def
+}
+
+func hasFlag(d *trace.Directive, key string) bool {
+	_, ok := d.Arg(key)
+	return ok
+}
+
+func port32(d *trace.Directive, key string) (uint32, error) {
+	v := numArg(d, key, 0)
+	if v > 0xffffffff {
+		return 0, fmt.Errorf("%s=%d does not fit in 32 bits", key, v)
+	}
+	return uint32(v), nil
+}

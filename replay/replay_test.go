@@ -1,0 +1,43 @@
+package replay
+
+import (
+	"flag"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+var rewrite = flag.Bool("rewrite", false, "write the actual output back into the trace files")
+
+// incidentFiles lists the incident library.
+func incidentFiles(t *testing.T) []string {
+	files, err := filepath.Glob("../testdata/incidents/*.trace")
+	require.NoError(t, err)
+	require.NotEmpty(t, files)
+	return files
+}
+
+func replayFile(t *testing.T, path string, opts Options) *Result {
+	text, err := os.ReadFile(path)
+	require.NoError(t, err)
+	f, err := Parse(filepath.Base(path), string(text))
+	require.NoError(t, err)
+	return RunFile(t, f, opts)
+}
+
+// TestIncidents replays the incident library and compares every directive's
+// output with the file; -rewrite writes the actual output back.
+func TestIncidents(t *testing.T) {
+	for _, path := range incidentFiles(t) {
+		t.Run(filepath.Base(path), func(t *testing.T) {
+			res := replayFile(t, path, Options{})
+			if *rewrite {
+				require.NoError(t, os.WriteFile(path, []byte(res.Text()), 0o644))
+				return
+			}
+			require.Empty(t, res.Diff(), "replay differs from %s (go test ./replay -rewrite to accept)", path)
+		})
+	}
+}
