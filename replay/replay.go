@@ -139,6 +139,7 @@ func RunFile(t testing.TB, f *trace.File, opts Options) *Result {
 		})
 		sc.LogSHA256 = r.Hash
 		sc.Log = r.Log
+		sc.records = r.World.Eng.Log.Records()
 		start = end
 	}
 	return res

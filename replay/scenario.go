@@ -41,6 +41,7 @@ type Scenario struct {
 
 	Log     string   `json:"-"`
 	Packets []Packet `json:"-"`
+	records []engine.Record
 
 	cfg       emu.Config
 	l         *lab.Lab

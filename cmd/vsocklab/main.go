@@ -1,0 +1,42 @@
+// Command vsocklab is the lab's front door.
+//
+//	vsocklab replay [flags] FILE...   replay trace files (the incident library)
+//	vsocklab serve --uds PATH [flags] run a world in real time behind a real Unix socket
+//	vsocklab profiles                 list the device and guest kernel profiles
+package main
+
+import (
+	"fmt"
+	"os"
+)
+
+func main() {
+	if len(os.Args) < 2 {
+		usage()
+		os.Exit(2)
+	}
+	var code int
+	switch os.Args[1] {
+	case "replay":
+		code = replayMain(os.Args[2:])
+	case "serve":
+		code = serveMain(os.Args[2:])
+	case "profiles":
+		code = profilesMain()
+	case "-h", "-help", "--help", "help":
+		usage()
+	default:
+		fmt.Fprintf(os.Stderr, "vsocklab: unknown command %q\n", os.Args[1])
+		usage()
+		code = 2
+	}
+	os.Exit(code)
+}
+
+func usage() {
+	fmt.Fprint(os.Stderr, `usage:
+  vsocklab replay [--check] [--json] [--pcap FILE] [--mermaid] [--seed N] [--rewrite] FILE...
+  vsocklab serve --uds PATH [--device NAME] [--kernel NAME] [--workload SPEC] [--forward PORT,...]
+  vsocklab profiles
+`)
+}

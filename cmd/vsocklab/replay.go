@@ -1,0 +1,150 @@
+package main
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/vsocklab/vsocklab/replay"
+	"github.com/vsocklab/vsocklab/trace"
+)
+
+func replayMain(args []string) int {
+	fs := flag.NewFlagSet("replay", flag.ContinueOnError)
+	check := fs.Bool("check", false, "compare each directive's output with the file; exit 1 with a diff on any difference")
+	asJSON := fs.Bool("json", false, "print one JSON object per scenario instead of the trace text")
+	pcap := fs.String("pcap", "", "write every packet that crossed the device as LINKTYPE_VSOCK pcap (one scenario: FILE; several: FILE with -<scenario> before .pcap)")
+	mermaid := fs.Bool("mermaid", false, "print each scenario's packet exchange as a Mermaid sequence diagram")
+	limit := fs.Int("limit", 60, "with --mermaid, draw at most this many events per scenario (0: all)")
+	seed := fs.Int64("seed", -1, "replace every world's seed")
+	rewrite := fs.Bool("rewrite", false, "write the actual output back into the files")
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), "usage: vsocklab replay [flags] FILE...")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if fs.NArg() == 0 {
+		fs.Usage()
+		return 2
+	}
+	var files []*trace.File
+	for _, path := range fs.Args() {
+		text, err := os.ReadFile(path)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "vsocklab:", err)
+			return 2
+		}
+		f, err := replay.Parse(path, string(text))
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "vsocklab:", err)
+			return 2
+		}
+		files = append(files, f)
+	}
+	opts := replay.Options{Capture: *pcap != "" || *mermaid}
+	if *seed >= 0 {
+		s := uint64(*seed)
+		opts.Seed = &s
+	}
+	out := os.Stdout
+	failed := false
+	runAsTest(func(t *testing.T) {
+		var all []*replay.Scenario
+		var scenarioFiles []string
+		for _, f := range files {
+			res := replay.RunFile(t, f, opts)
+			for _, sc := range res.Scenarios {
+				all = append(all, sc)
+				scenarioFiles = append(scenarioFiles, f.Name)
+			}
+			switch {
+			case *rewrite:
+				if err := os.WriteFile(f.Name, []byte(res.Text()), 0o644); err != nil {
+					fmt.Fprintln(os.Stderr, "vsocklab:", err)
+					failed = true
+				}
+			case *check:
+				if d := res.Diff(); d != "" {
+					fmt.Fprint(os.Stderr, d)
+					failed = true
+				} else {
+					fmt.Fprintf(out, "ok   %s (%d scenarios)\n", f.Name, len(res.Scenarios))
+				}
+			case !*asJSON && !*mermaid:
+				io.WriteString(out, res.Text())
+			}
+		}
+		if *asJSON {
+			enc := json.NewEncoder(out)
+			for i, sc := range all {
+				if err := enc.Encode(struct {
+					File string `json:"file"`
+					*replay.Scenario
+				}{scenarioFiles[i], sc}); err != nil {
+					failed = true
+				}
+			}
+		}
+		if *mermaid {
+			for _, sc := range all {
+				fmt.Fprintf(out, "```mermaid\n%s```\n", sc.Mermaid(*limit))
+			}
+		}
+		if *pcap != "" {
+			if err := writePcaps(*pcap, all); err != nil {
+				fmt.Fprintln(os.Stderr, "vsocklab:", err)
+				failed = true
+			}
+		}
+		if failed {
+			t.Fail()
+		}
+	})
+	return 0 // not reached: runAsTest exits
+}
+
+func writePcaps(path string, scs []*replay.Scenario) error {
+	for _, sc := range scs {
+		name := path
+		if len(scs) > 1 {
+			ext := filepath.Ext(path)
+			name = strings.TrimSuffix(path, ext) + "-" + sc.Name + ext
+		}
+		f, err := os.Create(name)
+		if err != nil {
+			return err
+		}
+		if err := replay.WritePcap(f, sc.Packets); err != nil {
+			f.Close()
+			return err
+		}
+		if err := f.Close(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// runAsTest runs f as the only test of this process, through testing.Main,
+// and exits with its status. synctest bubbles, which the lab needs for
+// virtual time, exist only under the testing framework; testing.Main is its
+// documented entry point for programs that simulate "go test". The
+// framework's own PASS/FAIL lines go to /dev/null: the output is ours alone
+// and byte for byte the same as under go test.
+func runAsTest(f func(t *testing.T)) {
+	devnull, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
+	if err == nil {
+		os.Stdout = devnull
+	}
+	os.Args = []string{os.Args[0], "-test.run=^Replay$", "-test.timeout=0"}
+	testing.Main(func(pat, str string) (bool, error) { return regexp.MatchString(pat, str) },
+		[]testing.InternalTest{{Name: "Replay", F: f}}, nil, nil)
+}

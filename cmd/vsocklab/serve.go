@@ -1,0 +1,178 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+
+	"github.com/vsocklab/vsocklab/emu"
+	"github.com/vsocklab/vsocklab/emu/engine"
+	"github.com/vsocklab/vsocklab/emu/lab"
+	"github.com/vsocklab/vsocklab/guestinit"
+	"github.com/vsocklab/vsocklab/programs"
+)
+
+// serveMain runs a world in real time with guestinit inside, and exposes
+// the device's host side on a real Unix socket with Firecracker's hybrid
+// vsock protocol: real clients (socat, the hostd binary) connect to --uds
+// and write "CONNECT <port>\n". Guest-initiated connections to a port given
+// with --forward are passed on to the real socket <uds>_<port>.
+func serveMain(args []string) int {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	udsPath := fs.String("uds", "", "real Unix socket to serve the hybrid vsock protocol on (required)")
+	dev := fs.String("device", "firecracker-1.14", "device profile (vsocklab profiles lists them)")
+	kernel := fs.String("kernel", "linux-6.12.68", "guest kernel profile")
+	seed := fs.Uint64("seed", 1, "world seed")
+	workload := fs.String("workload", "writer total=64KiB size=4KiB every=100ms", "simulated workload of the guest's init")
+	forward := fs.String("forward", "10001", "comma-separated host ports guest-initiated connections are forwarded to (<uds>_<port>)")
+	var opts guestinit.Options
+	var apiPort, logPort uint
+	fs.UintVar(&apiPort, "api-port", 10000, "init API vsock port")
+	fs.UintVar(&logPort, "log-port", 10001, "host port init sends its logs to")
+	fs.BoolVar(&opts.NoVsockWriteTimeout, "no-write-timeout", false, "init without the vsock write timeout (historical)")
+	fs.BoolVar(&opts.KeepResetSessions, "keep-reset-sessions", false, "init that never closes reset session sockets (historical)")
+	showLog := fs.Bool("log", false, "print the event log to standard error as it happens")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if *udsPath == "" {
+		fmt.Fprintln(os.Stderr, "vsocklab serve: --uds is required")
+		return 2
+	}
+	if apiPort > 0xffffffff || logPort > 0xffffffff {
+		fmt.Fprintln(os.Stderr, "vsocklab serve: ports must fit in 32 bits")
+		return 2
+	}
+	opts.APIPort, opts.LogPort = uint32(apiPort), uint32(logPort)
+	var ports []uint32
+	for _, f := range strings.Split(*forward, ",") {
+		if f = strings.TrimSpace(f); f == "" {
+			continue
+		}
+		p, err := strconv.ParseUint(f, 10, 32)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "vsocklab serve: --forward %q: not a port\n", f)
+			return 2
+		}
+		ports = append(ports, uint32(p))
+	}
+
+	l, err := lab.Start(lab.Config{Config: emu.Config{Device: *dev, Kernel: *kernel, Seed: *seed}})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "vsocklab serve:", err)
+		return 2
+	}
+	if *showLog {
+		_ = l.Do(func(w *emu.World) error {
+			w.Eng.Log.OnRecord(func(r engine.Record) { fmt.Fprintln(os.Stderr, r.String()) })
+			return nil
+		})
+	}
+	_ = os.Remove(*udsPath)
+	ln, err := net.Listen("unix", *udsPath)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "vsocklab serve:", err)
+		l.Stop()
+		return 1
+	}
+	defer os.Remove(*udsPath)
+
+	for _, p := range ports {
+		if err := forwardGuestPort(l, *udsPath, p); err != nil {
+			fmt.Fprintln(os.Stderr, "vsocklab serve:", err)
+			l.Stop()
+			return 1
+		}
+	}
+	programs.StartInit(l, opts, strings.Fields(*workload))
+	fmt.Fprintf(os.Stderr, "vsocklab serve: %s/%s on %s (init API on guest port %d)\n", *dev, *kernel, *udsPath, opts.APIPort)
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	go func() {
+		<-ctx.Done()
+		ln.Close()
+	}()
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			break
+		}
+		go bridgeToDevice(l, c)
+	}
+	l.Stop()
+	return 0
+}
+
+// bridgeToDevice joins a real client to a new host connection on the
+// emulated device's socket, byte for byte in both directions.
+func bridgeToDevice(l *lab.Lab, real net.Conn) {
+	emuConn, err := l.Host.Dial(l.Host.UDSPath())
+	if err != nil {
+		real.Close()
+		return
+	}
+	bridge(real, emuConn)
+}
+
+// forwardGuestPort listens on the emulated <uds>_<port> and passes each
+// connection the guest makes there on to the real <realUDS>_<port>. If
+// nothing listens on the real path the emulated connection is closed; the
+// guest then sees a connection that ends at once rather than Firecracker's
+// RST, because the device had already accepted it.
+func forwardGuestPort(l *lab.Lab, realUDS string, port uint32) error {
+	suffix := "_" + strconv.FormatUint(uint64(port), 10)
+	emuLn, err := l.Host.Listen(l.Host.UDSPath() + suffix)
+	if err != nil {
+		return err
+	}
+	go func() {
+		for {
+			c, err := emuLn.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				real, err := net.Dial("unix", realUDS+suffix)
+				if err != nil {
+					c.Close()
+					return
+				}
+				bridge(real, c)
+			}()
+		}
+	}()
+	return nil
+}
+
+type halfCloser interface{ CloseWrite() error }
+
+// bridge copies both ways; an end of stream on one side becomes a
+// write-shutdown on the other, and both are closed when both directions end.
+func bridge(a, b net.Conn) {
+	var wg sync.WaitGroup
+	copyHalf := func(dst, src net.Conn) {
+		defer wg.Done()
+		_, err := io.Copy(dst, src)
+		if hc, ok := dst.(halfCloser); ok && (err == nil || errors.Is(err, io.EOF)) {
+			_ = hc.CloseWrite()
+		} else {
+			dst.Close()
+		}
+	}
+	wg.Add(2)
+	go copyHalf(a, b)
+	go copyHalf(b, a)
+	wg.Wait()
+	a.Close()
+	b.Close()
+}

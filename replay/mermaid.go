@@ -1,0 +1,72 @@
+package replay
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/vsocklab/vsocklab/emu/engine"
+)
+
+// Mermaid renders a scenario's packet exchange, with the device's faults
+// and the programs' log lines as notes, as a Mermaid sequence diagram for a
+// design review. At most limit arrows and notes are drawn (0: all).
+func (sc *Scenario) Mermaid(limit int) string {
+	var b strings.Builder
+	b.WriteString("sequenceDiagram\n")
+	fmt.Fprintf(&b, "    title %s: %s / %s\n", sc.Name, sc.Device, sc.Kernel)
+	b.WriteString("    participant G as guest (kernel and init)\n")
+	b.WriteString("    participant D as vsock device\n")
+	b.WriteString("    participant H as host (hostd)\n")
+	drawn := 0
+	for _, r := range sc.records {
+		line := mermaidLine(r)
+		if line == "" {
+			continue
+		}
+		if limit > 0 && drawn == limit {
+			fmt.Fprintf(&b, "    Note over G,H: %d more events not drawn\n", sc.countDrawable()-drawn)
+			break
+		}
+		fmt.Fprintf(&b, "    %s\n", line)
+		drawn++
+	}
+	return b.String()
+}
+
+func (sc *Scenario) countDrawable() int {
+	n := 0
+	for _, r := range sc.records {
+		if mermaidLine(r) != "" {
+			n++
+		}
+	}
+	return n
+}
+
+// mermaidLine turns one log record into a diagram line, or "".
+func mermaidLine(r engine.Record) string {
+	at := strings.TrimSpace(engine.FormatTime(r.At))
+	text := mermaidEscape(r.Text)
+	switch {
+	case r.Kind == engine.KindPacket && strings.HasPrefix(r.Text, "tx "):
+		return fmt.Sprintf("G->>D: %s %s", at, text[3:])
+	case r.Kind == engine.KindPacket && strings.HasPrefix(r.Text, "rx "):
+		return fmt.Sprintf("D->>G: %s %s", at, text[3:])
+	case r.Kind == engine.KindFault && r.Comp == "device":
+		return fmt.Sprintf("Note over D: %s %s", at, text)
+	case r.Kind == engine.KindHost:
+		return fmt.Sprintf("Note over D,H: %s %s", at, text)
+	case r.Kind == engine.KindProgram && r.Comp == "init":
+		return fmt.Sprintf("Note over G: %s %s", at, text)
+	case r.Kind == engine.KindProgram && r.Comp == "hostd":
+		return fmt.Sprintf("Note over H: %s %s", at, text)
+	case r.Kind == engine.KindWorld:
+		return fmt.Sprintf("Note over G,H: %s %s", at, text)
+	}
+	return ""
+}
+
+// mermaidEscape keeps a log line from breaking the diagram's syntax.
+func mermaidEscape(s string) string {
+	return strings.NewReplacer(";", ",", "#", "no.", "\n", " ").Replace(s)
+}
