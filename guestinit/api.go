@@ -78,6 +78,12 @@ func (in *Init) handleSession(ctx context.Context, w http.ResponseWriter, r *htt
 	sc := &sessionConn{Conn: conn, r: rw.Reader, in: in}
 	cfg := yamux.DefaultConfig()
 	cfg.LogOutput = io.Discard
+	// The host's client keeps the session alive and notices when it dies.
+	// A keepalive from this side too would be a second writer on the
+	// session whose 30 s ticks coincide with the sample ticks, and two
+	// writers due at the same instant are ordered by the scheduler, which
+	// the lab's deterministic replay cannot allow.
+	cfg.EnableKeepAlive = false
 	sess, err := yamux.Server(sc, cfg)
 	if err != nil {
 		conn.Close()

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+	"github.com/vsocklab/vsocklab/emu/lab"
 )
 
 var rewrite = flag.Bool("rewrite", false, "write the actual output back into the trace files")
@@ -38,6 +39,27 @@ func TestIncidents(t *testing.T) {
 				return
 			}
 			require.Empty(t, res.Diff(), "replay differs from %s (go test ./replay -rewrite to accept)", path)
+		})
+	}
+}
+
+// TestIncidentsAreDeterministic replays the library 20 times: every
+// scenario's event log must hash the same every time.
+func TestIncidentsAreDeterministic(t *testing.T) {
+	runs := 20
+	if testing.Short() {
+		runs = 3
+	}
+	for _, path := range incidentFiles(t) {
+		t.Run(filepath.Base(path), func(t *testing.T) {
+			first := replayFile(t, path, Options{})
+			for i := 1; i < runs; i++ {
+				again := replayFile(t, path, Options{})
+				for j, sc := range again.Scenarios {
+					require.Equal(t, first.Scenarios[j].LogSHA256, sc.LogSHA256,
+						"run %d, scenario %s: %s", i+1, sc.Name, lab.FirstDifference(first.Scenarios[j].Log, sc.Log))
+				}
+			}
 		})
 	}
 }
