@@ -1,9 +1,9 @@
-// Package scenario boots this repository's real programs inside the lab: the
+// Package programs boots this repository's real programs inside the lab: the
 // guest init (package guestinit, with simulated workloads) and the host
 // daemon (package hostd), wired to the emulated vsock device exactly as
 // they would be to AF_VSOCK and Firecracker's Unix socket. Trace replay and
 // the system fuzz targets build on it.
-package scenario
+package programs
 
 import (
 	"context"

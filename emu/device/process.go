@@ -24,6 +24,9 @@ func (d *Device) processTX() {
 		v := &q.view
 		if e := d.parseTX(v, &d.tx); !e.ok() {
 			d.stats.BadTXChains++
+			if d.tx.hdr.Op == virtio.OpRW {
+				d.stats.DroppedRWBytes += uint64(d.tx.hdr.Len)
+			}
 			if d.eng.Log.Enabled(engine.KindFault) {
 				d.eng.Log.Add(d.eng.Now(), engine.KindFault, comp, "vsock: error reading TX packet: "+e.String())
 				// The device's own line says nothing of the layout; the

@@ -59,6 +59,9 @@ func (e *Env) Processes() []*Process {
 //	    writes total bytes of Pattern in writes of size bytes, one write
 //	    every duration (0: back to back); then exits with the code if one
 //	    is given, or stays alive and quiet
+//	writer writes=<size>@<delay>,<size>@<delay>,... [stream=...] [exit=...]
+//	    the same with an explicit sequence: each write of size bytes comes
+//	    delay after the previous one
 //	idle
 //	    runs until the lab stops
 //	exit [code=<n>]
@@ -97,6 +100,15 @@ type Workload struct {
 	// ExitAfter: a writer exits once it has written everything; without
 	// it the writer stays alive and quiet, as a server would.
 	ExitAfter bool
+	// Writes, when set, replaces Total/Size/Every with an explicit
+	// sequence.
+	Writes []Write
+}
+
+// Write is one write of an explicit sequence.
+type Write struct {
+	Size  int
+	Delay time.Duration // after the previous write
 }
 
 // ParseWorkload reads a workload's arguments; errors name the bad word.
@@ -128,6 +140,11 @@ func ParseWorkload(args []string) (Workload, error) {
 			}
 		case "every":
 			w.Every, err = time.ParseDuration(v)
+		case "writes":
+			w.Writes, err = parseWrites(v)
+			for _, x := range w.Writes {
+				w.Total += int64(x.Size)
+			}
 		case "stream":
 			if v != "stdout" && v != "stderr" {
 				err = fmt.Errorf("want stdout or stderr")
@@ -137,13 +154,34 @@ func ParseWorkload(args []string) (Workload, error) {
 			w.Exit, err = strconv.Atoi(v)
 			w.ExitAfter = true
 		default:
-			err = fmt.Errorf("unknown key (want total, size, every, stream, exit)")
+			err = fmt.Errorf("unknown key (want total, size, every, writes, stream, exit)")
 		}
 		if err != nil {
 			return Workload{}, fmt.Errorf("workload %s: %s=%s: %v", w.Kind, k, v, err)
 		}
 	}
 	return w, nil
+}
+
+// parseWrites reads "64KiB@10ms,4KiB@0s".
+func parseWrites(v string) ([]Write, error) {
+	var out []Write
+	for _, item := range strings.Split(v, ",") {
+		sz, delay, ok := strings.Cut(item, "@")
+		if !ok {
+			return nil, fmt.Errorf("%q: want <size>@<delay>", item)
+		}
+		n, err := ParseSize(sz)
+		if err != nil || n <= 0 {
+			return nil, fmt.Errorf("%q: bad size", item)
+		}
+		d, err := time.ParseDuration(delay)
+		if err != nil || d < 0 {
+			return nil, fmt.Errorf("%q: bad delay", item)
+		}
+		out = append(out, Write{Size: int(n), Delay: d})
+	}
+	return out, nil
 }
 
 // ParseSize reads "4096", "64KiB", "1MiB".
@@ -241,27 +279,36 @@ func (p *Process) run(ctx context.Context, out, errw *lab.PipeWriter) {
 	if p.spec.Stream == "stderr" {
 		w = errw
 	}
-	buf := make([]byte, p.spec.Size)
-	var off int64
-	for off < p.spec.Total {
-		n := int(min(int64(len(buf)), p.spec.Total-off))
-		FillPattern(buf[:n], off)
-		m, err := w.Write(buf[:n])
-		p.mu.Lock()
-		p.written += int64(m)
-		p.mu.Unlock()
-		off += int64(m)
-		if err != nil || ctx.Err() != nil {
-			return
+	writes := p.spec.Writes
+	if writes == nil {
+		for left := p.spec.Total; left > 0; left -= int64(p.spec.Size) {
+			delay := p.spec.Every
+			if len(writes) == 0 {
+				delay = 0
+			}
+			writes = append(writes, Write{Size: int(min(left, int64(p.spec.Size))), Delay: delay})
 		}
-		if p.spec.Every > 0 {
-			t := time.NewTimer(p.spec.Every)
+	}
+	var off int64
+	for _, x := range writes {
+		if x.Delay > 0 {
+			t := time.NewTimer(x.Delay)
 			select {
 			case <-t.C:
 			case <-ctx.Done():
 				t.Stop()
 				return
 			}
+		}
+		buf := make([]byte, x.Size)
+		FillPattern(buf, off)
+		m, err := w.Write(buf)
+		p.mu.Lock()
+		p.written += int64(m)
+		p.mu.Unlock()
+		off += int64(m)
+		if err != nil || ctx.Err() != nil {
+			return
 		}
 	}
 	if p.spec.ExitAfter {
