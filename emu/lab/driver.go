@@ -3,10 +3,11 @@ package lab
 import (
 	"fmt"
 	"net"
+	"runtime"
+	"runtime/metrics"
 	"slices"
 	"sync"
 	"sync/atomic"
-	"testing/synctest"
 	"time"
 
 	"github.com/vsocklab/vsocklab/emu"
@@ -140,8 +141,7 @@ type driver struct {
 	finalBlocked []Blocked // what was still waiting when the driver stopped
 
 	// Read by the stall watchdog from outside the bubble.
-	rounds      atomic.Uint64 // driver loop iterations
-	waitingIdle atomic.Bool   // inside synctest.Wait
+	rounds atomic.Uint64 // driver loop iterations
 }
 
 func newDriver(w *emu.World, bubble bool) *driver {
@@ -265,9 +265,7 @@ func (d *driver) loop() {
 	for {
 		d.rounds.Add(1)
 		if d.bubble {
-			d.waitingIdle.Store(true)
-			synctest.Wait()
-			d.waitingIdle.Store(false)
+			waitQuiet()
 		}
 		d.mu.Lock()
 		posted, batch := d.posted, d.pending
@@ -325,6 +323,36 @@ func (d *driver) loop() {
 	}
 }
 
+// schedSamples are the scheduler's own counts of goroutines running and
+// ready to run.
+var schedSamples = []metrics.Sample{
+	{Name: "/sched/goroutines/running:goroutines"},
+	{Name: "/sched/goroutines/runnable:goroutines"},
+}
+
+// waitQuiet returns once no other goroutine is running or ready to run:
+// every goroutine of the bubble has blocked, on a channel, a timer, a
+// sync.Cond, or a sync.Mutex. That last one is why this is not
+// synctest.Wait: synctest does not count a mutex wait as durably blocked,
+// so a goroutine queued on a lock whose holder waits for the driver (yamux
+// holds a stream's recvLock while reading a frame body from the
+// connection) would keep Wait from ever returning. While the driver spins
+// here the bubble is not idle, so no timer fires and virtual time stands
+// still: the requests collected when it returns are exactly those the
+// programs make at this instant, as with Wait. Run keeps the bubble on one
+// P (GOMAXPROCS 1), where "no other goroutine running or runnable" is
+// exact and reached in one yield; with more Ps the counts include other Ps'
+// idle spinning and the wait costs thousands of yields.
+func waitQuiet() {
+	for {
+		runtime.Gosched()
+		metrics.Read(schedSamples)
+		if schedSamples[0].Value.Uint64() <= 1 && schedSamples[1].Value.Uint64() == 0 {
+			return
+		}
+	}
+}
+
 // failNow completes, from the calling goroutine, every request on obj that
 // has not completed yet, with err. Close uses it: a close never blocks in
 // real life, and programs close while holding locks other goroutines wait
@@ -349,6 +377,20 @@ func (d *driver) failNow(obj any, err error) {
 	d.pending = drop(d.pending)
 	d.parked = drop(d.parked)
 	d.held = drop(d.held)
+	// Requests on obj that already completed but wait their turn to be
+	// woken go now too: the closer may be waiting for their owners (yamux's
+	// Session.Close waits for its send loop while holding the lock a stream
+	// closing at the same time queues on), and their results are final.
+	kept := d.ready[:0]
+	for _, r := range d.ready {
+		if r.obj == obj {
+			close(r.done)
+			continue
+		}
+		kept = append(kept, r)
+	}
+	clear(d.ready[len(kept):])
+	d.ready = kept
 }
 
 // apply runs a new request for the first time.

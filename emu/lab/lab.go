@@ -170,6 +170,10 @@ func Run(t testing.TB, cfg Config, scenario func(l *Lab)) *Result {
 	}
 	bubbles.Lock()
 	defer bubbles.Unlock()
+	// One P for the bubble: the driver's quiescence check (waitQuiet) is
+	// then exact, and programs run one goroutine at a time, as the lab
+	// wakes them. Restored afterwards; bubbles never overlap.
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
 	drainPools()
 	defer drainPools()
 	var res *Result
@@ -255,16 +259,16 @@ func bubbleGoroutines() []string {
 	return out
 }
 
-// stallAfter is how long, in real time, the driver may wait for an idle
-// bubble before the watchdog calls it a stall.
+// stallAfter is how long, in real time, the driver may make no progress
+// before the watchdog calls it a stall.
 const stallAfter = 20 * time.Second
 
-// watchStalls watches, from outside the bubble, for the one way the lab
-// can hang: a goroutine queued on a sync.Mutex (which synctest does not
-// count as durably blocked) held by a goroutine that waits for a lab
-// operation, so the bubble never becomes idle and the driver never runs.
-// It cannot wake anything inside the bubble; it ends the process with a
-// diagnosis instead of letting the test hang until its timeout.
+// watchStalls watches, from outside the bubble, for a lab that makes no
+// progress: programs deadlocked among themselves on locks, which synctest
+// cannot detect because it does not count mutex waits as blocked. It
+// cannot wake anything inside the bubble; it ends the process with a
+// diagnosis and every goroutine's stack instead of letting the test hang
+// until its timeout.
 func watchStalls(d *atomic.Pointer[driver]) (stop func()) {
 	done := make(chan struct{})
 	go func() {
@@ -277,7 +281,7 @@ func watchStalls(d *atomic.Pointer[driver]) (stop func()) {
 			case <-time.After(250 * time.Millisecond):
 			}
 			dr := d.Load()
-			if dr == nil || !dr.waitingIdle.Load() || dr.rounds.Load() != last {
+			if dr == nil || dr.rounds.Load() != last {
 				if dr != nil {
 					last = dr.rounds.Load()
 				}
@@ -287,10 +291,9 @@ func watchStalls(d *atomic.Pointer[driver]) (stop func()) {
 			if time.Since(since) > stallAfter {
 				buf := make([]byte, 1<<20)
 				buf = buf[:runtime.Stack(buf, true)]
-				panic(fmt.Sprintf("lab: stalled for %s: the bubble never became idle. "+
-					"Usually a goroutine is blocked on a sync.Mutex held by a goroutine that waits for a lab "+
-					"operation (look for [sync.Mutex.Lock] below); synctest does not count mutex waits as "+
-					"durably blocked, so the lab cannot order the next step.\n\n%s", stallAfter, buf))
+				panic(fmt.Sprintf("lab: no progress for %s of real time: the programs in the bubble are "+
+					"deadlocked, most likely on locks (look for [sync.Mutex.Lock] below), which synctest "+
+					"does not report.\n\n%s", stallAfter, buf))
 			}
 		}
 	}()
