@@ -28,6 +28,7 @@ type Driver struct {
 	availIdx uint16
 	lastUsed uint16
 	buf      [DescLen]byte
+	ring     [8]byte // scratch for ring indexes and used elements (see loadU16)
 }
 
 // NewDriver initialises the rings of a queue laid out in mem (both indexes
@@ -163,11 +164,11 @@ func (d *Driver) writeDesc(table uint64, i uint16, desc Desc) error {
 }
 
 func (d *Driver) publish(head uint16) error {
-	if err := writeU16(d.mem, d.l.Avail+4+2*uint64(d.availIdx%d.l.Size), head); err != nil {
+	if err := storeU16(d.mem, &d.ring, d.l.Avail+4+2*uint64(d.availIdx%d.l.Size), head); err != nil {
 		return err
 	}
 	d.availIdx++
-	return writeU16(d.mem, d.l.Avail+2, d.availIdx)
+	return storeU16(d.mem, &d.ring, d.l.Avail+2, d.availIdx)
 }
 
 // PopUsed reaps one chain the device has returned: its head and the number
@@ -176,7 +177,7 @@ func (d *Driver) publish(head uint16) error {
 // calls it "id is not a head" and marks the ring broken); the entry is
 // consumed so that the caller can decide how to go on.
 func (d *Driver) PopUsed() (head uint16, written uint32, ok bool, err error) {
-	idx, err := readU16(d.mem, d.l.Used+2)
+	idx, err := loadU16(d.mem, &d.ring, d.l.Used+2)
 	if err != nil {
 		return 0, 0, false, err
 	}
@@ -186,7 +187,7 @@ func (d *Driver) PopUsed() (head uint16, written uint32, ok bool, err error) {
 	if idx-d.lastUsed > d.l.Size {
 		return 0, 0, false, fmt.Errorf("virtio: used idx %d, last seen %d, size %d: %w", idx, d.lastUsed, d.l.Size, ErrUsedOverrun)
 	}
-	var b [8]byte
+	b := &d.ring
 	if err := d.mem.ReadAt(b[:], d.l.Used+4+8*uint64(d.lastUsed%d.l.Size)); err != nil {
 		return 0, 0, false, err
 	}

@@ -101,18 +101,42 @@ func WriteDesc(mem Memory, table uint64, i uint16, d Desc) error {
 	return mem.WriteAt(b[:], table+DescLen*uint64(i))
 }
 
+// readU16 and writeU16 are the one-off forms, for tests and cold paths.
 func readU16(mem Memory, addr uint64) (uint16, error) {
-	var b [2]byte
-	if err := mem.ReadAt(b[:], addr); err != nil {
-		return 0, err
-	}
-	return binary.LittleEndian.Uint16(b[:]), nil
+	var b [8]byte
+	return loadU16(mem, &b, addr)
 }
 
 func writeU16(mem Memory, addr uint64, v uint16) error {
-	var b [2]byte
-	binary.LittleEndian.PutUint16(b[:], v)
-	return mem.WriteAt(b[:], addr)
+	var b [8]byte
+	return storeU16(mem, &b, addr, v)
+}
+
+// loadU16 and storeU16 are the ring index accesses of the hot path. With
+// the lab's flat memory they touch the bytes in place; otherwise they go
+// through b, a scratch array in the caller's queue struct, because a local
+// array handed to the Memory interface escapes and costs an allocation.
+func loadU16(mem Memory, b *[8]byte, addr uint64) (uint16, error) {
+	if as, ok := mem.(*AddressSpace); ok {
+		if r := as.fast(addr, 2); r != nil {
+			return binary.LittleEndian.Uint16(r), nil
+		}
+	}
+	if err := mem.ReadAt(b[:2], addr); err != nil {
+		return 0, err
+	}
+	return binary.LittleEndian.Uint16(b[:2]), nil
+}
+
+func storeU16(mem Memory, b *[8]byte, addr uint64, v uint16) error {
+	if as, ok := mem.(*AddressSpace); ok {
+		if r := as.fast(addr, 2); r != nil {
+			binary.LittleEndian.PutUint16(r, v)
+			return nil
+		}
+	}
+	binary.LittleEndian.PutUint16(b[:2], v)
+	return mem.WriteAt(b[:2], addr)
 }
 
 // Segment is one descriptor of a walked chain, as the device sees it.
@@ -243,6 +267,7 @@ type DeviceQueue struct {
 	gen     uint32
 	segs    []Segment // reused by Pop; a Chain is valid until the next Pop
 	buf     [DescLen]byte
+	ring    [8]byte // scratch for ring indexes and used elements (see loadU16)
 }
 
 // NewDeviceQueue attaches a device to a queue laid out in mem. It does not
@@ -266,7 +291,7 @@ func (q *DeviceQueue) Layout() Layout { return q.l }
 // Pending returns how many chains the driver has made available and the
 // device has not popped yet.
 func (q *DeviceQueue) Pending() (int, error) {
-	idx, err := readU16(q.mem, q.l.Avail+2)
+	idx, err := loadU16(q.mem, &q.ring, q.l.Avail+2)
 	if err != nil {
 		return 0, err
 	}
@@ -287,7 +312,7 @@ func (q *DeviceQueue) Pop() (c Chain, ok bool, err error) {
 	if err != nil || n == 0 {
 		return Chain{}, false, err
 	}
-	head, err := readU16(q.mem, q.l.Avail+4+2*uint64(q.lastAvail%q.l.Size))
+	head, err := loadU16(q.mem, &q.ring, q.l.Avail+4+2*uint64(q.lastAvail%q.l.Size))
 	if err != nil {
 		return Chain{}, false, err
 	}
@@ -303,14 +328,14 @@ func (q *DeviceQueue) HeadValid(head uint16) bool { return head < q.l.Size }
 // Push returns a chain to the driver with the number of bytes the device
 // wrote into it.
 func (q *DeviceQueue) Push(head uint16, written uint32) error {
-	var b [8]byte
+	b := &q.ring
 	binary.LittleEndian.PutUint32(b[:], uint32(head))
 	binary.LittleEndian.PutUint32(b[4:], written)
 	if err := q.mem.WriteAt(b[:], q.l.Used+4+8*uint64(q.usedIdx%q.l.Size)); err != nil {
 		return err
 	}
 	q.usedIdx++
-	return writeU16(q.mem, q.l.Used+2, q.usedIdx)
+	return storeU16(q.mem, b, q.l.Used+2, q.usedIdx)
 }
 
 // State is the device-side position in the rings, as a snapshot saves it.

@@ -67,6 +67,7 @@ type Device struct {
 	rxHdr   virtio.Header
 	hdrRaw  [virtio.HeaderLen]byte
 	scratch []byte
+	tapBuf  []byte // payloadView's gather buffer
 
 	stats Stats
 }
@@ -124,7 +125,7 @@ func (d *Device) wake() {
 		return
 	}
 	d.scheduled = true
-	d.eng.After(0, d.runFn)
+	d.eng.Post(d.eng.Now(), d.runFn)
 }
 
 // run is one pass of the device's event loop: the queue events, then

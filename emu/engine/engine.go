@@ -21,6 +21,10 @@ type Engine struct {
 	rng  *rand.Rand
 	seed uint64
 	Log  *Log
+	// free holds fired timers of Post events for reuse: nobody holds a
+	// handle to them, and a timer per event was the engine's main cost on
+	// small packets.
+	free []*Timer
 }
 
 // New returns an engine at virtual time zero whose random source is seeded
@@ -44,10 +48,11 @@ func (e *Engine) Rand() *rand.Rand { return e.rng }
 
 // Timer is a scheduled event. Stop cancels it.
 type Timer struct {
-	at  time.Duration
-	seq uint64
-	fn  func()
-	idx int // position in the heap, -1 when not queued
+	at     time.Duration
+	seq    uint64
+	fn     func()
+	idx    int  // position in the heap, -1 when not queued
+	pooled bool // scheduled by Post: recycled once fired
 }
 
 // When returns the virtual time the timer fires at.
@@ -66,6 +71,26 @@ func (e *Engine) At(at time.Duration, fn func()) *Timer {
 	t := &Timer{at: at, seq: e.seq, fn: fn}
 	heap.Push(&e.q, t)
 	return t
+}
+
+// Post schedules fn at virtual time at like At, but returns no handle, so the
+// event cannot be stopped and its timer is recycled once it has fired. It
+// orders with At's events by the same (time, sequence) rule.
+func (e *Engine) Post(at time.Duration, fn func()) {
+	if at < e.now {
+		at = e.now
+	}
+	e.seq++
+	var t *Timer
+	if n := len(e.free); n > 0 {
+		t = e.free[n-1]
+		e.free[n-1] = nil
+		e.free = e.free[:n-1]
+	} else {
+		t = &Timer{pooled: true}
+	}
+	t.at, t.seq, t.fn = at, e.seq, fn
+	heap.Push(&e.q, t)
 }
 
 // After schedules fn d after now.
@@ -97,7 +122,12 @@ func (e *Engine) Step() bool {
 	}
 	t := heap.Pop(&e.q).(*Timer)
 	e.now = t.at
-	t.fn()
+	fn := t.fn
+	if t.pooled {
+		t.fn = nil
+		e.free = append(e.free, t)
+	}
+	fn()
 	return true
 }
 

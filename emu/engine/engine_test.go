@@ -66,3 +66,18 @@ func TestLog(t *testing.T) {
 	require.Equal(t, e.Log.Hash(), other.Log.Hash())
 	require.Equal(t, "  -0.000000001", FormatTime(-1))
 }
+
+func TestPostOrdersWithAtAndRecyclesTimers(t *testing.T) {
+	e := New(1)
+	var got []string
+	e.At(time.Second, func() { got = append(got, "at") })
+	e.Post(time.Second, func() { got = append(got, "post") })
+	e.Post(0, func() { got = append(got, "post-now") })
+	e.RunUntil(time.Second)
+	require.Equal(t, []string{"post-now", "at", "post"}, got)
+	require.Len(t, e.free, 2, "fired Post timers are kept for reuse")
+	e.Post(2*time.Second, func() { got = append(got, "reused") })
+	require.Len(t, e.free, 1)
+	e.RunUntil(2 * time.Second)
+	require.Equal(t, "reused", got[len(got)-1])
+}

@@ -75,7 +75,9 @@ type Kernel struct {
 	frozen       bool
 	irqPending   bool
 	irqScheduled bool
+	irqFn        func() // k.handleIRQ, bound once: a method value allocates
 	timers       []*kTimer
+	rxRetry      *kTimer
 
 	// Wake is called with a *Socket or *Pipe whose readiness may have
 	// changed (sk_data_ready, sk_write_space, sk_state_change,
@@ -120,6 +122,7 @@ func New(eng *engine.Engine, p Profile, cfg Config) (*Kernel, error) {
 		connected: map[connKey]*Socket{},
 		scratch:   make([]byte, virtio.HeaderLen),
 	}
+	k.irqFn = k.handleIRQ
 	var err error
 	if k.rxq, err = virtio.NewDriver(cfg.Mem, cfg.Queues[virtio.QueueRX], cfg.Features); err != nil {
 		return nil, fmt.Errorf("guest rx queue: %w", err)
@@ -246,7 +249,7 @@ func (k *Kernel) Interrupt() {
 		return
 	}
 	k.irqScheduled = true
-	k.eng.At(k.eng.Now(), k.handleIRQ)
+	k.eng.Post(k.eng.Now(), k.irqFn)
 }
 
 // handleIRQ runs the three workers in queue order: receive, transmit
@@ -262,8 +265,17 @@ func (k *Kernel) handleIRQ() {
 	k.reapEvents()
 }
 
+// rxRetryDelay is how long the kernel waits before re-posting receive
+// buffers when every buffer the device returned was dropped. Linux re-posts
+// at once, and against a device that rejects every buffer (Firecracker
+// before v1.6 with single-descriptor buffers, issue #4284) the two spin at
+// one instant forever; the lab lets virtual time pass between rounds so the
+// rest of the world still runs, and logs each round once.
+const rxRetryDelay = 10 * time.Millisecond
+
 func (k *Kernel) reapRX() {
-	got := false
+	got, valid := 0, 0
+	var firstDrop string
 	for {
 		head, used, ok, err := k.rxq.PopUsed()
 		if err != nil {
@@ -277,22 +289,39 @@ func (k *Kernel) reapRX() {
 		if !ok {
 			break
 		}
-		got = true
+		got++
 		slot := k.rxByHead[head] - 1
 		k.rxByHead[head] = 0
 		k.rxPosted--
-		k.receiveBuffer(k.rxSlots[slot], used)
+		if why := k.receiveBuffer(k.rxSlots[slot], used); why == "" {
+			valid++
+		} else if firstDrop == "" {
+			firstDrop = why
+		}
 		k.rxFree = append(k.rxFree, slot)
 	}
-	if got && k.rxPosted < k.rxPeak/2 {
-		k.fillRX()
-		k.notify(virtio.QueueRX)
+	if got > valid {
+		k.logFault("rx: %d of %d used buffers dropped (%s)", got-valid, got, firstDrop)
 	}
+	if got == 0 || k.rxPosted >= k.rxPeak/2 {
+		return
+	}
+	if valid == 0 {
+		if k.rxRetry == nil || k.rxRetry.dead {
+			k.rxRetry = k.after(rxRetryDelay, func() {
+				k.fillRX()
+				k.notify(virtio.QueueRX)
+			})
+		}
+		return
+	}
+	k.fillRX()
+	k.notify(virtio.QueueRX)
 }
 
 // receiveBuffer applies the driver's checks to one used receive buffer and
 // hands its packet to the socket layer (virtio_transport_rx_work).
-func (k *Kernel) receiveBuffer(addr uint64, used uint32) {
+func (k *Kernel) receiveBuffer(addr uint64, used uint32) (dropped string) {
 	lens := k.p.RX.bufs()
 	total := uint32(0)
 	for _, l := range lens {
@@ -300,13 +329,11 @@ func (k *Kernel) receiveBuffer(addr uint64, used uint32) {
 	}
 	if used < virtio.HeaderLen || used > total {
 		k.stats.RXDropped++
-		k.logFault("rx buffer dropped: used length %d outside [44, %d]", used, total)
-		return
+		return fmt.Sprintf("used length %d outside [44, %d]", used, total)
 	}
 	if err := k.mem.ReadAt(k.scratch[:virtio.HeaderLen], addr); err != nil {
 		k.stats.RXDropped++
-		k.logFault("rx buffer unreadable: %v", err)
-		return
+		return fmt.Sprintf("unreadable: %v", err)
 	}
 	hdr, _ := virtio.DecodeHeader(k.scratch)
 	payloadAddr := addr + virtio.HeaderLen
@@ -318,8 +345,7 @@ func (k *Kernel) receiveBuffer(addr uint64, used uint32) {
 	if n > used-virtio.HeaderLen {
 		if k.p.RXHdrLenCheck {
 			k.stats.RXDropped++
-			k.logFault("rx buffer dropped: hdr.len %d over the %d bytes written", hdr.Len, used-virtio.HeaderLen)
-			return
+			return fmt.Sprintf("hdr.len %d over the %d bytes written", hdr.Len, used-virtio.HeaderLen)
 		}
 		// Before 0dab92484474 the length was trusted; what lies past the
 		// written bytes is whatever the buffer held.
@@ -332,8 +358,7 @@ func (k *Kernel) receiveBuffer(addr uint64, used uint32) {
 		if err := k.mem.ReadAt(payload, payloadAddr); err != nil {
 			k.putSkbBuf(payload)
 			k.stats.RXDropped++
-			k.logFault("rx payload unreadable: %v", err)
-			return
+			return fmt.Sprintf("payload unreadable: %v", err)
 		}
 	}
 	k.stats.RXPackets++
@@ -341,6 +366,7 @@ func (k *Kernel) receiveBuffer(addr uint64, used uint32) {
 		k.stats.RXBytes += uint64(n)
 	}
 	k.recvPkt(&hdr, payload)
+	return ""
 }
 
 func (k *Kernel) reapEvents() {

@@ -59,6 +59,25 @@ type skb struct {
 	off  int    // bytes already read
 }
 
+// popSkbs drops the first n skbs of the receive queue. The rest moves to the
+// front of the array, which is kept for the next packets rather than
+// reallocated per packet; a drained queue lets a large array go so that idle
+// sockets stay small.
+func (s *Socket) popSkbs(n int) {
+	if n == 0 {
+		return
+	}
+	m := copy(s.rxq, s.rxq[n:])
+	clear(s.rxq[m:])
+	s.rxq = s.rxq[:m]
+	if m == 0 && cap(s.rxq) > skbQueueKeep {
+		s.rxq = nil
+	}
+}
+
+// skbQueueKeep is the largest receive queue array a drained socket keeps.
+const skbQueueKeep = 128
+
 // Socket is a vsock stream socket in the guest kernel.
 type Socket struct {
 	ID    int
@@ -367,9 +386,9 @@ func (s *Socket) Buffered() int { return int(s.rxBytes) }
 // packet only when that packet is fully read, and a CREDIT_UPDATE follows
 // when the profile's rule says so.
 func (k *Kernel) dequeue(s *Socket, p []byte) int {
-	n := 0
-	for n < len(p) && len(s.rxq) > 0 {
-		head := &s.rxq[0]
+	n, done := 0, 0
+	for n < len(p) && done < len(s.rxq) {
+		head := &s.rxq[done]
 		c := copy(p[n:], head.data[head.off:])
 		head.off += c
 		n += c
@@ -377,14 +396,11 @@ func (k *Kernel) dequeue(s *Socket, p []byte) int {
 			s.fwdCnt += uint32(len(head.data))
 			s.bufUsed -= uint32(len(head.data))
 			k.putSkbBuf(head.data)
-			s.rxq[0] = skb{}
-			s.rxq = s.rxq[1:]
+			done++
 		}
 	}
 	s.rxBytes -= uint32(n)
-	if len(s.rxq) == 0 {
-		s.rxq = s.rxq[:0:0]
-	}
+	s.popSkbs(done)
 	delta := s.fwdCnt - s.lastFwdCnt
 	freeSpace := int64(s.bufAlloc) - int64(delta)
 	update := freeSpace < virtio.MaxPktBufSize

@@ -31,7 +31,11 @@ func (k *Kernel) getPkt() *txPkt {
 }
 
 func (k *Kernel) putPkt(p *txPkt) {
-	for i := 0; i < p.nallocs; i++ {
+	// Released in reverse, so that the per-class free lists (LIFO) hand the
+	// next packet of the same shape the same layout: the fragments of a
+	// nonlinear skb then stay in ascending order, back to back, and the
+	// device's tap can view them without a copy.
+	for i := p.nallocs - 1; i >= 0; i-- {
 		k.arena.release(p.allocs[i].addr, p.allocs[i].n)
 	}
 	*p = txPkt{}
