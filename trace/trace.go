@@ -34,7 +34,13 @@ func (a Arg) String() string {
 	case 0:
 		return a.Key
 	case 1:
-		return a.Key + "=" + a.Vals[0]
+		// A lone value that would not read back bare (empty, holding a
+		// space, or opening with '(' as in "k=((x)") is written as a
+		// one-element list, which reads back the same (found by
+		// fuzz.FuzzTrace).
+		if v := a.Vals[0]; v != "" && !strings.Contains(v, " ") && !strings.HasPrefix(v, "(") {
+			return a.Key + "=" + v
+		}
 	}
 	return a.Key + "=(" + strings.Join(a.Vals, ", ") + ")"
 }
@@ -105,7 +111,10 @@ func splitLines(text string) []string {
 		lines = lines[:len(lines)-1]
 	}
 	for i, l := range lines {
-		lines[i] = strings.TrimSuffix(l, "\r")
+		// Every trailing '\r', not just one: a line ending in "\r\r"
+		// would otherwise keep a '\r' that Format writes back as a CRLF
+		// line end, which reads back without it (found by fuzz.FuzzTrace).
+		lines[i] = strings.TrimRight(l, "\r")
 	}
 	return lines
 }
@@ -298,10 +307,17 @@ func (f *File) Format(got []string) string {
 }
 
 // needsDouble reports whether out cannot be written after a single
-// separator: it holds a blank line or a line that is itself "----".
+// separator: it holds a blank line, or its first line is "----" (which
+// would read as the second separator). Other "----" lines are fine after a
+// single separator, and must stay there: output that ends with a "----"
+// line or holds two in a row cannot be written between double separators
+// (found by fuzz.FuzzTrace).
 func needsDouble(out string) bool {
+	if strings.HasPrefix(out, "----\n") {
+		return true
+	}
 	for _, l := range strings.Split(strings.TrimSuffix(out, "\n"), "\n") {
-		if l == "" && out != "" || l == "----" {
+		if l == "" && out != "" {
 			return true
 		}
 	}
