@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"strconv"
 )
 
 // Descriptor flags of a split virtqueue (virtio 1.x, 2.7.5).
@@ -181,17 +182,23 @@ func (c *Chain) WritableLen() uint64 {
 func (c *Chain) Shape() string {
 	b := make([]byte, 0, 8*len(c.Segs))
 	for i, s := range c.Segs {
-		if i > 0 {
-			b = append(b, ' ')
-		}
-		if s.Write {
-			b = append(b, 'w')
-		} else {
-			b = append(b, 'r')
-		}
-		b = fmt.Appendf(b, "%d", s.Len)
+		b = AppendShape(b, i, s.Write, s.Len)
 	}
 	return string(b)
+}
+
+// AppendShape appends descriptor i of a chain in Shape's notation: a
+// separating space after the first, 'w' or 'r', the length.
+func AppendShape(b []byte, i int, write bool, n uint32) []byte {
+	if i > 0 {
+		b = append(b, ' ')
+	}
+	if write {
+		b = append(b, 'w')
+	} else {
+		b = append(b, 'r')
+	}
+	return strconv.AppendUint(b, uint64(n), 10)
 }
 
 // Chain faults. A *ChainError wraps one of these, so errors.Is tells them

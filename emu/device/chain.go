@@ -2,7 +2,6 @@ package device
 
 import (
 	"errors"
-	"strconv"
 
 	"github.com/vsocklab/vsocklab/virtio"
 )
@@ -198,20 +197,12 @@ func (v *vq) walkIndirect(d virtio.Desc) {
 	v.view.more = true
 }
 
-// shape renders the chain's descriptors as "r44 r32768 r32768" (r: device
-// readable, w: writable), for log lines.
+// shape renders the chain's descriptors in virtio.Chain.Shape's notation,
+// "r44 r32768 r32768", for log lines.
 func (v *chainView) shape() string {
 	b := make([]byte, 0, 8*len(v.descs))
 	for i, dd := range v.descs {
-		if i > 0 {
-			b = append(b, ' ')
-		}
-		if dd.write {
-			b = append(b, 'w')
-		} else {
-			b = append(b, 'r')
-		}
-		b = strconv.AppendUint(b, uint64(dd.n), 10)
+		b = virtio.AppendShape(b, i, dd.write, dd.n)
 	}
 	if v.more {
 		b = append(b, " ..."...)

@@ -5,23 +5,37 @@ import (
 	"github.com/vsocklab/vsocklab/virtio"
 )
 
+// next pops the next chain of q. more is false when the queue is empty or
+// unusable (the device halts then, as Firecracker panics on an available
+// index overrun); v is nil when the popped head itself was out of range and
+// has been reported as leaked.
+func (d *Device) next(q *vq, name string) (v *chainView, more bool) {
+	st, err := q.pop()
+	switch st {
+	case popNone:
+		return nil, false
+	case popRing:
+		d.halt("vsock: %s queue unusable: %v", name, err)
+		return nil, false
+	case popBadHead:
+		d.leak(q, q.view.head, err.Error())
+		return nil, true
+	}
+	return &q.view, true
+}
+
 // processTX pops every available TX chain (FC@v1.16.1 device.rs process_tx;
 // notes 1.5).
 func (d *Device) processTX() {
 	q := d.q[virtio.QueueTX]
 	for !d.halted {
-		st, err := q.pop()
-		switch st {
-		case popNone:
+		v, more := d.next(q, "TX")
+		if !more {
 			return
-		case popRing:
-			d.halt("vsock: TX queue unusable: %v", err)
-			return
-		case popBadHead:
-			d.leak(q, q.view.head, err.Error())
+		}
+		if v == nil {
 			continue
 		}
-		v := &q.view
 		if e := d.parseTX(v, &d.tx); !e.ok() {
 			d.stats.BadTXChains++
 			if d.tx.hdr.Op == virtio.OpRW {
@@ -75,18 +89,13 @@ func (d *Device) processRX() {
 	}
 	q := d.q[virtio.QueueRX]
 	for !d.halted {
-		st, err := q.pop()
-		switch st {
-		case popNone:
+		v, more := d.next(q, "RX")
+		if !more {
 			return
-		case popRing:
-			d.halt("vsock: RX queue unusable: %v", err)
-			return
-		case popBadHead:
-			d.leak(q, q.view.head, err.Error())
+		}
+		if v == nil {
 			continue
 		}
-		v := &q.view
 		if e := d.parseRX(v, &d.rx); !e.ok() {
 			d.stats.BadRXChains++
 			if d.eng.Log.Enabled(engine.KindFault) {
