@@ -213,6 +213,26 @@ func TestWorldConnectToPortWithoutListener(t *testing.T) {
 	require.Zero(t, w.Dev.Stats().Violations)
 }
 
+// The connection limit (facts §5: Firecracker's MAX_CONNECTIONS, 1,023) can
+// be raised for scale experiments only on request, the log says so, and a
+// negative limit is refused with the value named.
+func TestWorldConnectionLimitOverride(t *testing.T) {
+	w := newWorld(t, emu.Config{})
+	require.NotContains(t, w.Eng.Log.String(), "connection limit")
+
+	w = newWorld(t, emu.Config{MaxConnections: 1100})
+	require.Contains(t, w.Eng.Log.String(), "device connection limit set to 1100 (not a real device's)")
+	l := guestListen(t, w, 10000)
+	for range 1100 {
+		hostInitiated(t, w, l)
+	}
+	require.Len(t, w.Dev.Conns(), 1100)
+	require.Zero(t, w.Dev.Stats().HostAcceptsDropped)
+
+	_, err := emu.New(emu.Config{MaxConnections: -1})
+	require.EqualError(t, err, "connection limit -1: must be positive, or 0 for the device's own")
+}
+
 // facts §5: a guest-initiated connect whose uds_path_<port> has no listener
 // gets RST from the device; facts §3: RST in SYN_SENT -> ECONNRESET.
 func TestWorldGuestConnectToHostPortNobodyListensOn(t *testing.T) {

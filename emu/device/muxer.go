@@ -150,8 +150,8 @@ func (m *muxer) pump(c *conn) {
 func (m *muxer) addConnection(c *conn) error {
 	d := m.d
 	m.sweepKillq()
-	if len(m.conns) >= maxConnections {
-		d.logf(engine.KindFault, "vsock: muxer connection limit reached (%d)", maxConnections)
+	if limit := d.prof.maxConns(); len(m.conns) >= limit {
+		d.logf(engine.KindFault, "vsock: muxer connection limit reached (%d)", limit)
 		return errTooManyConnections
 	}
 	c.stream.OnReady = func() {

@@ -15,7 +15,7 @@ func (m *muxer) acceptAll() {
 		if err != nil {
 			return
 		}
-		if len(m.conns) == maxConnections {
+		if len(m.conns) >= d.prof.maxConns() {
 			d.stats.HostAcceptsDropped++
 			d.logf(engine.KindHost, "vsock: connection limit reached; refusing new host connection")
 			s.Close()

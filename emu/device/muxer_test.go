@@ -298,6 +298,26 @@ func TestConnectionLimit(t *testing.T) {
 	require.Equal(t, maxConnections+1, l.Pending(), "the refused stream was connected, then closed")
 }
 
+// The limit is a profile setting for scale experiments: raised, the same
+// rules apply at the new cap (the 1,023 of FC unix/mod.rs is the default).
+func TestConnectionLimitRaised(t *testing.T) {
+	const limit = 2000
+	r := newRig(t, "firecracker-1.14", 0, withMaxConnections(limit))
+	l, err := r.ns.Listen(r.hostPath(1026), 4096)
+	require.NoError(t, err)
+	for peer := uint32(0); peer < limit; peer++ {
+		r.send(hdr(virtio.OpRequest, 5000+peer, 1026), nil)
+	}
+	require.Equal(t, uint64(limit), r.stats().ConnsAdded)
+	r.send(hdr(virtio.OpRequest, 9999, 1026), nil)
+	require.Equal(t, uint64(limit), r.stats().ConnsAdded)
+	require.Equal(t, uint64(1), r.stats().HostConnectsRefused)
+	require.Equal(t, limit+1, l.Pending())
+	h := r.hostDial("CONNECT 52\n")
+	require.True(t, h.PeerClosed(), "a host connection at the raised limit is closed at once")
+	require.Equal(t, uint64(1), r.stats().HostAcceptsDropped)
+}
+
 // Host connections beyond the limit are accepted and closed at once (FC
 // handle_event HostSock, "connection limit reached").
 func TestHostAcceptAtLimitIsClosed(t *testing.T) {

@@ -219,6 +219,20 @@ type Profile struct {
 	// 4096; vhost-device-vsock tx_buffer_size/4 = 16384, VD@d7ec5e4
 	// vsock_conn.rs send_bytes).
 	CreditUpdateThreshold uint32
+	// MaxConnections caps the muxer's connection map; 0 is the cap of every
+	// modelled device, Firecracker's MAX_CONNECTIONS of 1,023 (FC unix/mod.rs,
+	// inherited by Cloud Hypervisor; notes 4). Raising it models no real
+	// device: it exists for scale experiments such as 10,000 connections in
+	// one world.
+	MaxConnections int
+}
+
+// maxConns is the connection limit in force.
+func (p *Profile) maxConns() int {
+	if p.MaxConnections > 0 {
+		return p.MaxConnections
+	}
+	return maxConnections
 }
 
 // rxCommitChecksLen: Firecracker refuses to commit an RX header whose len

@@ -82,6 +82,8 @@ func withSeed(seed uint64) rigOpt { return func(r *rig) { r.eng = engine.New(see
 
 func withEvents(n int) rigOpt { return func(r *rig) { r.events = n } }
 
+func withMaxConnections(n int) rigOpt { return func(r *rig) { r.prof.MaxConnections = n } }
+
 func mustProfile(t testing.TB, name string) Profile {
 	t.Helper()
 	p, err := LookupProfile(name)
