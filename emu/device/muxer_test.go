@@ -1,6 +1,7 @@
 package device
 
 import (
+	"fmt"
 	"strconv"
 	"strings"
 	"testing"
@@ -283,53 +284,30 @@ func TestRegressionRxqPopKeepsConnWithTwoBits(t *testing.T) {
 }
 
 // MAX_CONNECTIONS is 1023 (FC unix/mod.rs): the 1024th guest REQUEST is
-// refused with an RST after the sweep (FC add_connection).
+// refused with an RST after the sweep (FC add_connection), and a host
+// connection beyond the limit is accepted and closed at once (FC
+// handle_event HostSock, "connection limit reached"). The limit is a profile
+// setting for scale experiments: raised, the same rules apply at the new cap.
 func TestConnectionLimit(t *testing.T) {
-	r := newRig(t, "firecracker-1.14", 0)
-	l, err := r.ns.Listen(r.hostPath(1026), 4096)
-	require.NoError(t, err)
-	for peer := uint32(0); peer < maxConnections; peer++ {
-		r.send(hdr(virtio.OpRequest, 5000+peer, 1026), nil)
-	}
-	require.Equal(t, uint64(maxConnections), r.stats().ConnsAdded)
-	r.send(hdr(virtio.OpRequest, 9999, 1026), nil)
-	require.Equal(t, uint64(maxConnections), r.stats().ConnsAdded)
-	require.Equal(t, uint64(1), r.stats().HostConnectsRefused)
-	require.Equal(t, maxConnections+1, l.Pending(), "the refused stream was connected, then closed")
-}
+	for _, limit := range []int{maxConnections, 2000} {
+		t.Run(fmt.Sprint(limit), func(t *testing.T) {
+			r := newRig(t, "firecracker-1.14", 0, withMaxConnections(limit))
+			l, err := r.ns.Listen(r.hostPath(1026), 4096)
+			require.NoError(t, err)
+			for peer := uint32(0); peer < uint32(limit); peer++ {
+				r.send(hdr(virtio.OpRequest, 5000+peer, 1026), nil)
+			}
+			require.Equal(t, uint64(limit), r.stats().ConnsAdded)
+			r.send(hdr(virtio.OpRequest, 9999, 1026), nil)
+			require.Equal(t, uint64(limit), r.stats().ConnsAdded)
+			require.Equal(t, uint64(1), r.stats().HostConnectsRefused)
+			require.Equal(t, limit+1, l.Pending(), "the refused stream was connected, then closed")
 
-// The limit is a profile setting for scale experiments: raised, the same
-// rules apply at the new cap (the 1,023 of FC unix/mod.rs is the default).
-func TestConnectionLimitRaised(t *testing.T) {
-	const limit = 2000
-	r := newRig(t, "firecracker-1.14", 0, withMaxConnections(limit))
-	l, err := r.ns.Listen(r.hostPath(1026), 4096)
-	require.NoError(t, err)
-	for peer := uint32(0); peer < limit; peer++ {
-		r.send(hdr(virtio.OpRequest, 5000+peer, 1026), nil)
+			h := r.hostDial("CONNECT 52\n")
+			require.True(t, h.PeerClosed())
+			require.Equal(t, uint64(1), r.stats().HostAcceptsDropped)
+		})
 	}
-	require.Equal(t, uint64(limit), r.stats().ConnsAdded)
-	r.send(hdr(virtio.OpRequest, 9999, 1026), nil)
-	require.Equal(t, uint64(limit), r.stats().ConnsAdded)
-	require.Equal(t, uint64(1), r.stats().HostConnectsRefused)
-	require.Equal(t, limit+1, l.Pending())
-	h := r.hostDial("CONNECT 52\n")
-	require.True(t, h.PeerClosed(), "a host connection at the raised limit is closed at once")
-	require.Equal(t, uint64(1), r.stats().HostAcceptsDropped)
-}
-
-// Host connections beyond the limit are accepted and closed at once (FC
-// handle_event HostSock, "connection limit reached").
-func TestHostAcceptAtLimitIsClosed(t *testing.T) {
-	r := newRig(t, "firecracker-1.14", 0)
-	_, err := r.ns.Listen(r.hostPath(1026), 4096)
-	require.NoError(t, err)
-	for peer := uint32(0); peer < maxConnections; peer++ {
-		r.send(hdr(virtio.OpRequest, 5000+peer, 1026), nil)
-	}
-	h := r.hostDial("CONNECT 52\n")
-	require.True(t, h.PeerClosed())
-	require.Equal(t, uint64(1), r.stats().HostAcceptsDropped)
 }
 
 // FC@v1.14.0 unix/muxer.rs read_local_stream_port (notes 4.1) and

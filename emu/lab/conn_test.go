@@ -14,7 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hashicorp/yamux"
 	"github.com/stretchr/testify/require"
 
 	"github.com/vsocklab/vsocklab/emu"
@@ -172,51 +171,11 @@ var connScenarios = []struct {
 		require.Equal(t, []string{"OK 1073741824", "OK 1073741825", "OK 1073741826", "OK 1073741827"}, ports)
 	}},
 	{"yamux session with several streams", func(t *testing.T, l *Lab) {
-		cfg := yamux.DefaultConfig()
-		cfg.LogOutput = io.Discard
-		guestAccept(t, l, 6000, func(c net.Conn) {
-			sess, err := yamux.Server(c, cfg)
-			if err != nil {
-				return
-			}
-			for {
-				st, err := sess.Accept()
-				if err != nil {
-					return
-				}
-				go func() {
-					io.Copy(st, st)
-					st.Close()
-				}()
-			}
-		})
-		c, ok := hybridDial(t, l, 6000)
-		require.True(t, strings.HasPrefix(ok, "OK "))
-		sess, err := yamux.Client(c, cfg)
-		require.NoError(t, err)
-		var wg sync.WaitGroup
+		var msgs [][]byte
 		for i := 0; i < 4; i++ {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				st, err := sess.Open()
-				if err != nil {
-					t.Error(err)
-					return
-				}
-				msg := strings.Repeat(fmt.Sprintf("stream %d;", i), 20000)
-				go io.WriteString(st, msg)
-				back := make([]byte, len(msg))
-				_, err = io.ReadFull(st, back)
-				if err != nil {
-					t.Error(err)
-				}
-				if string(back) != msg {
-					t.Errorf("stream %d: %d bytes back, want %d", i, len(back), len(msg))
-				}
-			}()
+			msgs = append(msgs, []byte(strings.Repeat(fmt.Sprintf("stream %d;", i), 20000)))
 		}
-		wg.Wait()
+		sess := yamuxEcho(t, l, msgs)
 		// Keepalives run on virtual time too.
 		time.Sleep(2 * time.Minute)
 		require.False(t, sess.IsClosed())

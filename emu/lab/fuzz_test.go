@@ -2,13 +2,7 @@ package lab
 
 import (
 	"bytes"
-	"io"
-	"net"
-	"sync"
 	"testing"
-
-	"github.com/hashicorp/yamux"
-	"github.com/stretchr/testify/require"
 )
 
 // FuzzYamuxBubbles runs every input in its own bubble with a yamux session
@@ -34,45 +28,11 @@ func FuzzYamuxBubbles(f *testing.F) {
 			sizes[i] = 1 + b*257 // up to about 64 KiB
 		}
 		Run(t, Config{}, func(l *Lab) {
-			cfg := yamux.DefaultConfig()
-			cfg.LogOutput = io.Discard
-			guestAccept(t, l, 6000, func(c net.Conn) {
-				sess, err := yamux.Server(c, cfg)
-				if err != nil {
-					return
-				}
-				for {
-					st, err := sess.Accept()
-					if err != nil {
-						return
-					}
-					go func() { io.Copy(st, st); st.Close() }()
-				}
-			})
-			c, ok := hybridDial(t, l, 6000)
-			require.Equal(t, "OK 1073741824", ok)
-			sess, err := yamux.Client(c, cfg)
-			require.NoError(t, err)
-			var wg sync.WaitGroup
+			msgs := make([][]byte, len(sizes))
 			for i, n := range sizes {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					st, err := sess.Open()
-					if err != nil {
-						t.Error(err)
-						return
-					}
-					msg := bytes.Repeat([]byte{byte(i)}, n)
-					go st.Write(msg)
-					back := make([]byte, n)
-					if _, err := io.ReadFull(st, back); err != nil || !bytes.Equal(back, msg) {
-						t.Errorf("stream %d: echo of %d bytes came back wrong (%v)", i, n, err)
-					}
-					st.Close()
-				}()
+				msgs[i] = bytes.Repeat([]byte{byte(i)}, n)
 			}
-			wg.Wait()
+			sess := yamuxEcho(t, l, msgs)
 			sess.Close()
 		})
 	})
