@@ -11,6 +11,7 @@
 package guest
 
 import (
+	"cmp"
 	"fmt"
 	"slices"
 	"syscall"
@@ -414,9 +415,7 @@ func (k *Kernel) transportReset() {
 	for key := range k.connected {
 		keys = append(keys, key)
 	}
-	slices.SortFunc(keys, func(a, b connKey) int {
-		return cmpKey(a, b)
-	})
+	slices.SortFunc(keys, cmpKey)
 	k.logConn("TRANSPORT_RESET: %d connected sockets reset", len(keys))
 	for _, key := range keys {
 		s := k.connected[key]
@@ -427,24 +426,7 @@ func (k *Kernel) transportReset() {
 }
 
 func cmpKey(a, b connKey) int {
-	switch {
-	case a.localPort != b.localPort:
-		return cmpU32(a.localPort, b.localPort)
-	case a.remoteCID != b.remoteCID:
-		return cmpU32(a.remoteCID, b.remoteCID)
-	default:
-		return cmpU32(a.remotePort, b.remotePort)
-	}
-}
-
-func cmpU32(a, b uint32) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
+	return cmp.Or(cmp.Compare(a.localPort, b.localPort), cmp.Compare(a.remoteCID, b.remoteCID), cmp.Compare(a.remotePort, b.remotePort))
 }
 
 // --- freezing --------------------------------------------------------------

@@ -1,6 +1,7 @@
 package lab
 
 import (
+	"cmp"
 	"fmt"
 	"net"
 	"runtime"
@@ -47,27 +48,7 @@ type reqKey struct {
 }
 
 func (a reqKey) cmp(b reqKey) int {
-	switch {
-	case a.obj != b.obj:
-		return cmpU64(a.obj, b.obj)
-	case a.op != b.op:
-		return cmpU64(uint64(a.op), uint64(b.op))
-	case a.detail < b.detail:
-		return -1
-	case a.detail > b.detail:
-		return 1
-	}
-	return 0
-}
-
-func cmpU64(a, b uint64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
+	return cmp.Or(cmp.Compare(a.obj, b.obj), cmp.Compare(a.op, b.op), cmp.Compare(a.detail, b.detail))
 }
 
 // request is one blocking operation of a program, carried out by the
