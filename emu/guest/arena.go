@@ -57,6 +57,3 @@ func (a *arena) release(addr uint64, n uint32) {
 	c := classOf(n)
 	a.free[c] = append(a.free[c], addr)
 }
-
-// inUse returns the bytes the bump pointer has claimed so far.
-func (a *arena) inUse() uint64 { return a.next }

@@ -441,15 +441,27 @@ type kTimer struct {
 }
 
 func (k *Kernel) after(d time.Duration, fn func()) *kTimer {
-	kt := &kTimer{fn: fn}
-	if k.frozen {
-		kt.remaining = d
-	} else {
-		kt.t = k.eng.After(d, func() { kt.dead = true; fn() })
+	if len(k.timers) == cap(k.timers) {
+		// Forget fired and stopped timers before the list grows, so it is
+		// as long as the live timers, not all timers ever armed; room for
+		// as many again keeps the sweeps amortised O(1).
+		k.timers = slices.DeleteFunc(k.timers, (*kTimer).isDead)
+		k.timers = slices.Grow(k.timers, len(k.timers))
+	}
+	kt := &kTimer{fn: fn, remaining: d}
+	if !k.frozen {
+		k.arm(kt)
 	}
 	k.timers = append(k.timers, kt)
 	return kt
 }
+
+// arm starts kt's engine timer for what it has left.
+func (k *Kernel) arm(kt *kTimer) {
+	kt.t = k.eng.After(kt.remaining, func() { kt.dead = true; kt.fn() })
+}
+
+func (kt *kTimer) isDead() bool { return kt.dead }
 
 func (k *Kernel) stopTimer(kt *kTimer) {
 	if kt == nil || kt.dead {
@@ -465,17 +477,12 @@ func (k *Kernel) Freeze() {
 		return
 	}
 	k.frozen = true
-	live := k.timers[:0]
+	k.timers = slices.DeleteFunc(k.timers, (*kTimer).isDead)
 	for _, kt := range k.timers {
-		if kt.dead {
-			continue
-		}
 		kt.remaining = kt.t.When() - k.eng.Now()
 		k.eng.Stop(kt.t)
 		kt.t = nil
-		live = append(live, kt)
 	}
-	k.timers = live
 }
 
 // Thaw resumes the guest: paused timers continue with what they had left
@@ -485,18 +492,11 @@ func (k *Kernel) Thaw() {
 		return
 	}
 	k.frozen = false
-	live := k.timers[:0]
 	for _, kt := range k.timers {
-		if kt.dead {
-			continue
+		if !kt.dead { // stopped while frozen
+			k.arm(kt)
 		}
-		if kt.t == nil {
-			kt := kt
-			kt.t = k.eng.After(kt.remaining, func() { kt.dead = true; kt.fn() })
-		}
-		live = append(live, kt)
 	}
-	k.timers = live
 	if k.irqPending {
 		k.irqPending = false
 		k.Interrupt()

@@ -491,7 +491,7 @@ func TestSendQueueWhenRingFull(t *testing.T) {
 	}
 }
 
-func TestFreezeHoldsTimersAndInterrupts(t *testing.T) {
+func TestFreezeHoldsTimers(t *testing.T) {
 	r := newRig(t, mustProfile(t, "linux-6.12.68"))
 	s := r.k.Socket()
 	require.ErrorIs(t, r.k.Connect(s, 2, 9000), syscall.EINPROGRESS)
@@ -509,6 +509,108 @@ func TestFreezeHoldsTimersAndInterrupts(t *testing.T) {
 	r.eng.RunUntil(r.eng.Now() + 1)
 	_, err := r.k.ConnectResult(s)
 	require.ErrorIs(t, err, syscall.ETIMEDOUT)
+}
+
+func TestFreezeHoldsInterrupts(t *testing.T) {
+	// A suspended guest runs nothing: the RESPONSE the device wrote while
+	// it was frozen is seen only once it thaws.
+	r := newRig(t, mustProfile(t, "linux-6.12.68"))
+	s := r.k.Socket()
+	require.ErrorIs(t, r.k.Connect(s, 2, 9000), syscall.EINPROGRESS)
+	r.run()
+	r.take()
+	r.k.Freeze()
+	r.deliver(fromHost(9000, s.Local().Port, virtio.OpResponse))
+	done, _ := r.k.ConnectResult(s)
+	require.False(t, done, "the interrupt is held while frozen")
+	r.k.Thaw()
+	r.run()
+	done, err := r.k.ConnectResult(s)
+	require.True(t, done)
+	require.NoError(t, err)
+}
+
+func TestTimersDoNotAccumulate(t *testing.T) {
+	// Every connect arms the 2 s timeout; a refused one stops it. A
+	// thousand refused connects leave no timer list a thousand long.
+	r := newRig(t, mustProfile(t, "linux-6.12.68"))
+	for range 1000 {
+		s := r.k.Socket()
+		require.ErrorIs(t, r.k.Connect(s, 2, 9000), syscall.EINPROGRESS)
+		r.run()
+		r.take()
+		r.deliver(fromHost(9000, s.Local().Port, virtio.OpRST))
+		_, err := r.k.ConnectResult(s)
+		require.ErrorIs(t, err, syscall.ECONNRESET)
+		r.k.Close(s)
+		r.run()
+		r.take()
+	}
+	require.Empty(t, r.k.Sockets())
+	require.Less(t, len(r.k.timers), 16)
+}
+
+func TestBufferSizeIsClampedAndAnnounced(t *testing.T) {
+	// af_vsock.c vsock_update_buffer_size: SO_VM_SOCKETS_BUFFER_SIZE is
+	// clamped to [min, max], and setting min or max re-clamps the current
+	// size; virtio_transport_notify_buffer_size makes the new size the
+	// buf_alloc and sends CREDIT_UPDATE. An accepted socket starts with its
+	// listener's size and limits (__vsock_create copies them from the
+	// parent).
+	r := newRig(t, mustProfile(t, "linux-6.12.68"))
+	l := r.k.Socket()
+	require.NoError(t, r.k.Bind(l, virtio.CIDAny, 10000, true))
+	r.k.SetBufferLimits(l, 8192, 128*1024)
+	size, _ := l.BufferSize()
+	require.Equal(t, uint32(128*1024), size, "256 KiB default re-clamped to the new max")
+	require.NoError(t, r.k.Listen(l, 16))
+	r.deliver(fromHost(1<<30, 10000, virtio.OpRequest))
+	resp := r.take()
+	require.Len(t, resp, 1)
+	require.Equal(t, uint32(128*1024), resp[0].hdr.BufAlloc)
+	c, err := r.k.Accept(l)
+	require.NoError(t, err)
+
+	r.k.SetBufferSize(c, 1)
+	size, bufAlloc := c.BufferSize()
+	require.Equal(t, uint32(8192), size, "the child inherited the listener's min")
+	require.Equal(t, uint32(8192), bufAlloc)
+	r.run()
+	sent := r.take()
+	require.Equal(t, []virtio.Op{virtio.OpCreditUpdate}, r.ops(sent))
+	require.Equal(t, uint32(8192), sent[0].hdr.BufAlloc)
+
+	r.k.SetBufferSize(c, 1<<40)
+	size, _ = c.BufferSize()
+	require.Equal(t, uint32(128*1024), size, "and its max")
+	r.k.SetBufferSize(c, 1<<40)
+	r.run()
+	require.Equal(t, []virtio.Op{virtio.OpCreditUpdate}, r.ops(r.take()), "an unchanged size sends nothing more")
+}
+
+func TestRequestOnLiveSocket(t *testing.T) {
+	// Facts section 3: a REQUEST whose 4-tuple matches a live connected
+	// socket is dropped silently in Linux (the host's connect times out);
+	// DropRequestOnLive=false answers RST instead, as the seed's write-up
+	// ("rejected") could also be read. A reset socket answers RST either
+	// way (TestTransportResetLeavesSocketsInTheTable).
+	for _, drop := range []bool{true, false} {
+		t.Run(fmt.Sprint("DropRequestOnLive=", drop), func(t *testing.T) {
+			p := mustProfile(t, "linux-6.12.68")
+			p.DropRequestOnLive = drop
+			r := newRig(t, p)
+			_, c := r.listening(10000, 1<<30)
+			r.deliver(fromHost(1<<30, 10000, virtio.OpRequest))
+			sent := r.take()
+			if drop {
+				require.Empty(t, sent)
+			} else {
+				require.Equal(t, []virtio.Op{virtio.OpRST}, r.ops(sent))
+			}
+			require.Equal(t, StateEstablished, c.State(), "the live socket is untouched")
+			require.Equal(t, 1, r.k.ConnectedCount())
+		})
+	}
 }
 
 func TestPipe(t *testing.T) {
@@ -537,5 +639,11 @@ func TestPipe(t *testing.T) {
 	require.Equal(t, PipeCapacity, total)
 	p.CloseRead()
 	_, err = p.Write([]byte{1})
-	require.ErrorIs(t, err, syscall.EBADF)
+	require.ErrorIs(t, err, syscall.EBADF, "the write end is closed")
+
+	// A write after the reader went away is EPIPE (pipe(7)).
+	p = r.k.NewPipe()
+	p.CloseRead()
+	_, err = p.Write([]byte{1})
+	require.ErrorIs(t, err, syscall.EPIPE)
 }

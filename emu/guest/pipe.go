@@ -14,27 +14,22 @@ type Pipe struct {
 	ID       int
 	buf      []byte
 	off      int
-	capacity int
 	rdClosed bool
 	wrClosed bool
-
-	written, read uint64
+	written  uint64
 }
 
 // NewPipe creates a pipe of PipeCapacity bytes.
 func (k *Kernel) NewPipe() *Pipe {
 	k.nextPipe++
-	return &Pipe{k: k, ID: k.nextPipe, capacity: PipeCapacity}
+	return &Pipe{k: k, ID: k.nextPipe}
 }
 
 // Buffered returns the bytes waiting in the pipe.
 func (p *Pipe) Buffered() int { return len(p.buf) - p.off }
 
-// Written and Read return the bytes that went in and out so far.
+// Written returns the bytes that went in so far.
 func (p *Pipe) Written() uint64 { return p.written }
-
-// ReadTotal returns the bytes read out so far.
-func (p *Pipe) ReadTotal() uint64 { return p.read }
 
 // Write copies as much of b as fits. It fails with EPIPE when the read end
 // is closed and EAGAIN when the pipe is full.
@@ -48,7 +43,7 @@ func (p *Pipe) Write(b []byte) (int, error) {
 	if len(b) == 0 {
 		return 0, nil
 	}
-	n := min(len(b), p.capacity-p.Buffered())
+	n := min(len(b), PipeCapacity-p.Buffered())
 	if n == 0 {
 		return 0, syscall.EAGAIN
 	}
@@ -83,7 +78,6 @@ func (p *Pipe) Read(b []byte) (int, error) {
 	if p.off == len(p.buf) {
 		p.buf, p.off = p.buf[:0], 0
 	}
-	p.read += uint64(n)
 	p.k.wake(p)
 	return n, nil
 }
@@ -109,7 +103,7 @@ func (p *Pipe) CloseRead() {
 func (p *Pipe) Readable() bool { return p.Buffered() > 0 || p.wrClosed || p.rdClosed }
 
 // Writable reports whether a blocked writer would wake.
-func (p *Pipe) Writable() bool { return p.Buffered() < p.capacity || p.rdClosed || p.wrClosed }
+func (p *Pipe) Writable() bool { return p.Buffered() < PipeCapacity || p.rdClosed || p.wrClosed }
 
 // ReadEnds reports whether Read would return at once with end of file or an
 // error, touching nothing.

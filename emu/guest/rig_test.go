@@ -19,8 +19,6 @@ type rig struct {
 	k    *Kernel
 	dev  [3]*virtio.DeviceQueue
 	sent []sentPkt
-	// autoReply answers REQUESTs with RESPONSE, as a host listener would.
-	autoReply bool
 }
 
 type sentPkt struct {
@@ -81,9 +79,6 @@ func (r *rig) pollTX() {
 		r.sent = append(r.sent, sentPkt{hdr: h, payload: buf[virtio.HeaderLen:], shape: c.Shape()})
 		require.NoError(r.t, r.dev[virtio.QueueTX].Push(c.Head, 0))
 		pushed = true
-		if r.autoReply && h.Op == virtio.OpRequest {
-			defer r.deliver(virtio.Header{SrcCID: 2, DstCID: h.SrcCID, SrcPort: h.DstPort, DstPort: h.SrcPort, Type: virtio.TypeStream, Op: virtio.OpResponse, BufAlloc: 64 * 1024})
-		}
 	}
 	if pushed {
 		r.k.Interrupt()

@@ -244,9 +244,6 @@ func (k *Kernel) reapTX() {
 // queued for it and not yet got back.
 func (k *Kernel) TXInFlight() int { return k.txq.InFlight() + len(k.sendQ) }
 
-// ArenaUsed returns how much of the TX arena the kernel has ever claimed.
-func (k *Kernel) ArenaUsed() uint64 { return k.arena.inUse() }
-
 func (k *Kernel) getSkbBuf(n int) []byte {
 	if l := len(k.skbBufPool); l > 0 {
 		b := k.skbBufPool[l-1]

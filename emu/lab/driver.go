@@ -89,6 +89,15 @@ type request struct {
 	parked   bool
 }
 
+// expired reports whether r's deadline has passed at now.
+func (r *request) expired(now time.Time) bool {
+	if r.deadline == nil {
+		return false
+	}
+	dl := r.deadline()
+	return !dl.IsZero() && !now.Before(dl)
+}
+
 // driver owns the world. Programs' goroutines submit requests and block on
 // them; the driver applies them in a deterministic order and wakes their
 // owners. In a synctest bubble it waits for the bubble to be idle before
@@ -108,16 +117,16 @@ type driver struct {
 	poke     chan struct{}
 
 	// Owned by the driver goroutine.
-	seq       uint64
-	nextObj   uint64
-	parked    []*request
-	held      []*request
-	ready     []*request
-	dirty     map[any]bool
-	dirtyList []any
-	exited    chan struct{}
-	onStop    []func()
-	pipes     []*PipeStats
+	seq      uint64
+	nextObj  uint64
+	parked   []*request
+	held     []*request
+	ready    []*request
+	dirty    map[any]bool // objects that may let parked requests progress
+	settling map[any]bool // settle's scratch: the previous round's dirty set
+	exited   chan struct{}
+	onStop   []func()
+	pipes    []*PipeStats
 
 	finalBlocked []Blocked // what was still waiting when the driver stopped
 
@@ -127,12 +136,13 @@ type driver struct {
 
 func newDriver(w *emu.World, bubble bool) *driver {
 	d := &driver{
-		w:      w,
-		start:  time.Now(),
-		bubble: bubble,
-		poke:   make(chan struct{}, 1),
-		dirty:  map[any]bool{},
-		exited: make(chan struct{}),
+		w:        w,
+		start:    time.Now(),
+		bubble:   bubble,
+		poke:     make(chan struct{}, 1),
+		dirty:    map[any]bool{},
+		settling: map[any]bool{},
+		exited:   make(chan struct{}),
 	}
 	w.Guest.Wake = d.markDirty
 	return d
@@ -142,12 +152,7 @@ func newDriver(w *emu.World, bubble bool) *driver {
 // started, on the bubble's fake clock (or the wall clock in real time).
 func (d *driver) now() time.Duration { return time.Since(d.start) }
 
-func (d *driver) markDirty(obj any) {
-	if !d.dirty[obj] {
-		d.dirty[obj] = true
-		d.dirtyList = append(d.dirtyList, obj)
-	}
-}
+func (d *driver) markDirty(obj any) { d.dirty[obj] = true }
 
 // newID numbers an adapter object; called only by the driver goroutine.
 func (d *driver) newID() uint64 {
@@ -341,37 +346,29 @@ func waitQuiet() {
 // cannot wait for the bubble to be idle. The world-side close is posted.
 // The caller holds d.mu.
 func (d *driver) failNow(obj any, err error) {
-	drop := func(list []*request) []*request {
-		kept := list[:0]
-		for _, r := range list {
-			if r.obj == obj && r.done != nil {
-				r.parked = false
-				r.fail(err)
-				close(r.done)
-				continue
-			}
-			kept = append(kept, r)
+	drop := func(r *request) bool {
+		if r.obj != obj || r.done == nil {
+			return false
 		}
-		clear(list[len(kept):])
-		return kept
+		r.parked = false
+		r.fail(err)
+		close(r.done)
+		return true
 	}
-	d.pending = drop(d.pending)
-	d.parked = drop(d.parked)
-	d.held = drop(d.held)
+	d.pending = slices.DeleteFunc(d.pending, drop)
+	d.parked = slices.DeleteFunc(d.parked, drop)
+	d.held = slices.DeleteFunc(d.held, drop)
 	// Requests on obj that already completed but wait their turn to be
 	// woken go now too: the closer may be waiting for their owners (yamux's
 	// Session.Close waits for its send loop while holding the lock a stream
 	// closing at the same time queues on), and their results are final.
-	kept := d.ready[:0]
-	for _, r := range d.ready {
-		if r.obj == obj {
-			close(r.done)
-			continue
+	d.ready = slices.DeleteFunc(d.ready, func(r *request) bool {
+		if r.obj != obj {
+			return false
 		}
-		kept = append(kept, r)
-	}
-	clear(d.ready[len(kept):])
-	d.ready = kept
+		close(r.done)
+		return true
+	})
 }
 
 // apply runs a new request for the first time.
@@ -380,12 +377,10 @@ func (d *driver) apply(r *request) {
 		d.held = append(d.held, r)
 		return
 	}
-	if r.deadline != nil {
-		if dl := r.deadline(); !dl.IsZero() && !time.Now().Before(dl) {
-			r.expire()
-			d.complete(r)
-			return
-		}
+	if r.expired(time.Now()) {
+		r.expire()
+		d.complete(r)
+		return
 	}
 	if r.attempt(false) {
 		d.complete(r)
@@ -407,57 +402,32 @@ func (d *driver) apply(r *request) {
 func (d *driver) settle() {
 	for {
 		d.w.Eng.RunUntil(d.now())
-		if len(d.dirtyList) == 0 {
+		if len(d.dirty) == 0 {
 			return
 		}
+		// Retries mark objects dirty again: they go to the next round.
 		dirty := d.dirty
-		d.dirty = map[any]bool{}
-		d.dirtyList = d.dirtyList[:0]
-		kept := d.parked[:0]
-		for _, r := range d.parked {
+		d.dirty, d.settling = d.settling, dirty
+		d.parked = slices.DeleteFunc(d.parked, func(r *request) bool {
 			if r.parked && dirty[r.obj] && r.attempt(true) {
 				d.complete(r)
-				continue
 			}
-			if r.parked {
-				kept = append(kept, r)
-			}
-		}
-		clear(d.parked[len(kept):])
-		d.parked = kept
+			return !r.parked
+		})
+		clear(dirty)
 	}
-}
-
-// failObject completes every parked request on obj with err (a Close).
-func (d *driver) failObject(obj any, err error) {
-	kept := d.parked[:0]
-	for _, r := range d.parked {
-		if r.obj == obj && r.parked {
-			r.fail(err)
-			d.complete(r)
-			continue
-		}
-		kept = append(kept, r)
-	}
-	clear(d.parked[len(kept):])
-	d.parked = kept
 }
 
 func (d *driver) expireDeadlines() {
 	now := time.Now()
-	kept := d.parked[:0]
-	for _, r := range d.parked {
-		if r.deadline != nil {
-			if dl := r.deadline(); !dl.IsZero() && !now.Before(dl) {
-				r.expire()
-				d.complete(r)
-				continue
-			}
+	d.parked = slices.DeleteFunc(d.parked, func(r *request) bool {
+		if !r.expired(now) {
+			return false
 		}
-		kept = append(kept, r)
-	}
-	clear(d.parked[len(kept):])
-	d.parked = kept
+		r.expire()
+		d.complete(r)
+		return true
+	})
 }
 
 // nextWake is how long until the next world event or request deadline.
@@ -514,11 +484,11 @@ func (d *driver) shutdownLocked() {
 	for _, f := range d.onStop {
 		f()
 	}
-	all := slices.Concat(d.ready, d.parked, d.held, batch)
-	for _, r := range all {
-		if !slices.Contains(d.ready, r) {
-			r.fail(errLabClosed)
-		}
+	for _, r := range d.ready { // complete already: their results stand
+		close(r.done)
+	}
+	for _, r := range slices.Concat(d.parked, d.held, batch) {
+		r.fail(errLabClosed)
 		if r.done != nil {
 			close(r.done)
 		}
