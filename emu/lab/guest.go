@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"slices"
 	"syscall"
 	"time"
 
@@ -172,19 +173,20 @@ func (g *Guest) DialContext(ctx context.Context, cid uint64, port uint32) (net.C
 	return c, nil
 }
 
-// cancel completes a parked request with err.
+// cancel completes r with err if it still waits: parked, or held while
+// the VM is suspended.
 func (d *driver) cancel(r *request, err error) {
-	if !r.parked {
+	is := func(p *request) bool { return p == r }
+	switch {
+	case r.parked:
+		d.parked = slices.DeleteFunc(d.parked, is)
+	case slices.Contains(d.held, r):
+		d.held = slices.DeleteFunc(d.held, is)
+	default:
 		return
 	}
 	r.fail(err)
 	d.complete(r)
-	for i, p := range d.parked {
-		if p == r {
-			d.parked = append(d.parked[:i], d.parked[i+1:]...)
-			break
-		}
-	}
 }
 
 // Pipe creates a guest pipe of Linux's default 64 KiB, as a workload's

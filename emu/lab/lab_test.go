@@ -3,11 +3,13 @@ package lab
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"net"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 )
@@ -91,4 +93,30 @@ func TestBulkBothWays(t *testing.T) {
 		require.Equal(t, len(data), len(back))
 		require.Equal(t, data, back)
 	})
+}
+
+// A dial made while the VM is suspended waits for the resume; cancelling
+// its context meanwhile ends it with the context's error, as it does a
+// parked dial, instead of letting it run after the resume.
+func TestDialCancelledWhileSuspended(t *testing.T) {
+	res := Run(t, Config{}, func(l *Lab) {
+		require.NoError(t, l.Suspend())
+		ctx, cancel := context.WithCancel(context.Background())
+		got := make(chan error, 1)
+		go func() {
+			_, err := l.Guest.DialContext(ctx, 2, 7000)
+			got <- err
+		}()
+		time.Sleep(time.Second)
+		cancel()
+		time.Sleep(time.Second)
+		select {
+		case err := <-got:
+			require.ErrorIs(t, err, context.Canceled)
+		default:
+			t.Fatal("the cancelled dial is still waiting for the resume")
+		}
+		require.NoError(t, l.Resume())
+	})
+	require.Empty(t, res.Leaked)
 }
