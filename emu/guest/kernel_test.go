@@ -408,6 +408,42 @@ func TestReceiveQueueLimit(t *testing.T) {
 	}
 }
 
+func TestReceiveCheckAfterPartialRead(t *testing.T) {
+	// Linux notes section 1: before 45ca7e9f0730 (6.12) the receive check
+	// counts unread bytes (rx_bytes); since, bytes held by skbs not yet
+	// fully read (buf_used). After 100 bytes of a full 6,000-byte buffer are
+	// read, a 100-byte packet fits the first and overruns the second.
+	for _, tc := range []struct {
+		profile string
+		fits    bool
+	}{
+		{"linux-5.15", true},
+		{"linux-6.6", true},
+		{"linux-6.12.67", false},
+		{"linux-6.17", false},
+	} {
+		t.Run(tc.profile, func(t *testing.T) {
+			r := newRig(t, mustProfile(t, tc.profile))
+			_, c := r.listening(10000, 1<<30)
+			r.k.SetBufferSize(c, 6000)
+			for range 2 {
+				r.deliver(fromHost(1<<30, 10000, virtio.OpRW), make([]byte, 3000)...)
+			}
+			n, err := r.k.Recv(c, make([]byte, 100), false)
+			require.NoError(t, err)
+			require.Equal(t, 100, n)
+			r.deliver(fromHost(1<<30, 10000, virtio.OpRW), make([]byte, 100)...)
+			if tc.fits {
+				require.Equal(t, 6000, c.Buffered())
+				require.Zero(t, r.k.Stats().RWDropped)
+			} else {
+				require.Equal(t, 5900, c.Buffered())
+				require.EqualValues(t, 1, r.k.Stats().RWDropped)
+			}
+		})
+	}
+}
+
 func TestSmallPacketsMerge(t *testing.T) {
 	// Linux notes section 1: payloads of at most 128 bytes are appended to
 	// the tail skb; fwd_cnt then moves by the merged skb once it is read.

@@ -101,7 +101,9 @@ type QueueLimit uint8
 
 const (
 	// QueueLimitBytes: only bytes count, buf_used + len > buf_alloc drops
-	// the packet silently (ae6fcfbf5f03 and later, before 059b7dbd20a6).
+	// the packet silently (ae6fcfbf5f03 and later, before 059b7dbd20a6;
+	// rx_bytes instead of buf_used before 45ca7e9f0730, see
+	// Profile.LimitCountsUnread).
 	QueueLimitBytes QueueLimit = iota
 	// QueueLimitDrop: queued skbs count too (c6087c5aaad6's split check:
 	// buf_used + len > buf_alloc or (qlen+1) * SKB_TRUESIZE(0) > buf_alloc),
@@ -127,6 +129,11 @@ type Profile struct {
 	RX     RXLayout
 	Credit CreditFormula
 	Limit  QueueLimit
+	// LimitCountsUnread: the receive check is rx_bytes + len > buf_alloc,
+	// counting only unread bytes, not those of a partly read skb
+	// (virtio_transport_inc_rx_pkt before 45ca7e9f0730 "fix rx_bytes
+	// accounting", 6.12; not in 6.6.y or 6.1.y; Linux notes section 1).
+	LimitCountsUnread bool
 
 	// RXHdrLenCheck drops a used RX buffer whose hdr.len exceeds the bytes
 	// the device wrote after the header (0dab92484474).
@@ -149,13 +156,13 @@ var profiles = []Profile{
 	{
 		Name:   "linux-5.15",
 		Source: "Linux 5.15 (virtio_vsock_pkt era): header + one data descriptor TX, 44+4096 RX buffers, u32 credit, byte-only receive check; facts section 2 and 4",
-		TX:     TXTwoDesc, RX: RXTwoDesc, Credit: CreditU32, Limit: QueueLimitBytes,
+		TX:     TXTwoDesc, RX: RXTwoDesc, Credit: CreditU32, Limit: QueueLimitBytes, LimitCountsUnread: true,
 		DropRequestOnLive: true,
 	},
 	{
 		Name:   "linux-6.6",
 		Source: "Linux 6.6 (sk_buff rewrite 71dc9ec9ac7d, linear TX, 4140-byte RX buffers); 3a5cc90a4d17 shutdown removal; 93b808876682 credit update on drain",
-		TX:     TXLinear, RX: RX4140, Credit: CreditS64, Limit: QueueLimitBytes,
+		TX:     TXLinear, RX: RX4140, Credit: CreditS64, Limit: QueueLimitBytes, LimitCountsUnread: true,
 		CreditUpdateOnDrain: true, ShutdownRemoves: true, DropRequestOnLive: true,
 	},
 	{

@@ -196,7 +196,11 @@ func (k *Kernel) enqueue(s *Socket, hdr *virtio.Header, payload []byte) {
 		k.putSkbBuf(payload)
 		return
 	}
-	over := uint64(s.bufUsed)+uint64(n) > uint64(s.bufAlloc)
+	held := s.bufUsed
+	if k.p.LimitCountsUnread {
+		held = s.rxBytes
+	}
+	over := uint64(held)+uint64(n) > uint64(s.bufAlloc)
 	if k.p.Limit != QueueLimitBytes {
 		over = over || uint64(len(s.rxq)+1)*skbTruesize0 > uint64(s.bufAlloc)
 	}
