@@ -114,6 +114,21 @@ func keyOf(s *Socket) connKey {
 	return connKey{remoteCID: uint32(s.remote.CID), remotePort: s.remote.Port, localPort: s.local.Port}
 }
 
+// hashConnected puts s in the connected table (vsock_insert_connected).
+func (k *Kernel) hashConnected(s *Socket) {
+	s.connected = true
+	k.connected[keyOf(s)] = s
+}
+
+// unhashConnected takes s out of the connected table if it is there
+// (vsock_remove_connected).
+func (k *Kernel) unhashConnected(s *Socket) {
+	if s.connected {
+		delete(k.connected, keyOf(s))
+		s.connected = false
+	}
+}
+
 // New builds the kernel's driver side: rings initialised, receive buffers
 // and eight event buffers posted, the device notified.
 func New(eng *engine.Engine, p Profile, cfg Config) (*Kernel, error) {

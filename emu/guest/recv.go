@@ -106,8 +106,7 @@ func (k *Kernel) recvListen(l *Socket, hdr *virtio.Header) {
 	c.bufSize, c.bufMin, c.bufMax = l.bufSize, l.bufMin, l.bufMax
 	c.bufAlloc = c.bufSize
 	c.peerBufAlloc, c.peerFwdCnt = hdr.BufAlloc, hdr.FwdCnt
-	c.connected = true
-	k.connected[keyOf(c)] = c
+	k.hashConnected(c)
 	l.acceptq = append(l.acceptq, c)
 	l.ackBacklog++
 	k.logConn("%s accepted %s as %s", l, c.remote, c)
@@ -123,8 +122,7 @@ func (k *Kernel) recvConnecting(s *Socket, hdr *virtio.Header) {
 		s.connectTimer = nil
 		s.state = StateEstablished
 		s.ssConnected = true
-		s.connected = true
-		k.connected[keyOf(s)] = s
+		k.hashConnected(s)
 		k.logConn("%s connected %s -> %s", s, s.local, s.remote)
 		k.wake(s)
 	case virtio.OpInvalid:
@@ -168,9 +166,8 @@ func (k *Kernel) recvConnected(s *Socket, hdr *virtio.Header, payload []byte) {
 				k.sendCtl(s, virtio.OpRST, 0)
 				k.doClose(s, true)
 			}
-			if k.p.ShutdownRemoves && s.connected {
-				delete(k.connected, keyOf(s))
-				s.connected = false
+			if k.p.ShutdownRemoves {
+				k.unhashConnected(s)
 			}
 		}
 		if hdr.Flags != 0 {
@@ -212,10 +209,7 @@ func (k *Kernel) enqueue(s *Socket, hdr *virtio.Header, payload []byte) {
 			k.sendCtl(s, virtio.OpRST, 0)
 			k.doClose(s, true)
 			s.err = syscall.ENOBUFS
-			if s.connected {
-				delete(k.connected, keyOf(s))
-				s.connected = false
-			}
+			k.unhashConnected(s)
 			k.wake(s)
 			return
 		}

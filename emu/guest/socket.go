@@ -526,10 +526,7 @@ func (k *Kernel) removeSock(s *Socket) {
 		k.putSkbBuf(b.data)
 	}
 	s.rxq, s.rxBytes, s.bufUsed = nil, 0, 0
-	if s.connected {
-		delete(k.connected, keyOf(s))
-		s.connected = false
-	}
+	k.unhashConnected(s)
 	if s.released && s.bound {
 		if k.bound[s.local.Port] == s {
 			delete(k.bound, s.local.Port)
