@@ -166,16 +166,22 @@ func (c *Conn) Closed() bool { return c.closed }
 // side, so that nothing more will arrive once the buffer is drained.
 func (c *Conn) PeerClosed() bool { return c.peer == nil || c.peer.wrShut }
 
+// takeErr is what a Read or Write meets first: EBADF on a closed end, then
+// a pending socket error, reported once.
+func (c *Conn) takeErr() error {
+	if c.closed {
+		return syscall.EBADF
+	}
+	err := c.err
+	c.err = nil
+	return err
+}
+
 // Read copies buffered bytes into p. With nothing buffered it returns EOF if
 // the peer will write no more, and EAGAIN otherwise. A pending socket error
 // (ECONNRESET when the peer closed with unread data) comes first.
 func (c *Conn) Read(p []byte) (int, error) {
-	if c.closed {
-		return 0, syscall.EBADF
-	}
-	if c.err != nil {
-		err := c.err
-		c.err = nil
+	if err := c.takeErr(); err != nil {
 		return 0, err
 	}
 	if c.in.len() == 0 {
@@ -199,12 +205,7 @@ func (c *Conn) Read(p []byte) (int, error) {
 // nothing fits, EPIPE when this end was shut down for writing or the peer is
 // gone.
 func (c *Conn) Write(p []byte) (int, error) {
-	if c.closed {
-		return 0, syscall.EBADF
-	}
-	if c.err != nil {
-		err := c.err
-		c.err = nil
+	if err := c.takeErr(); err != nil {
 		return 0, err
 	}
 	if c.wrShut || c.peer == nil || c.peer.closed {
