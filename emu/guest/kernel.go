@@ -161,7 +161,7 @@ func New(eng *engine.Engine, p Profile, cfg Config) (*Kernel, error) {
 	// start of the arena; then the event buffers; the rest is for TX.
 	perBuf := uint64(0)
 	for _, l := range p.RX.bufs() {
-		perBuf += (uint64(l) + 63) &^ 63
+		perBuf += rxSpan(l)
 	}
 	nrx := int(cfg.Queues[virtio.QueueRX].Size) / len(p.RX.bufs())
 	rxBytes := perBuf * uint64(nrx)
@@ -220,6 +220,10 @@ func (k *Kernel) logFault(format string, args ...any) {
 
 // --- receive buffers -------------------------------------------------------
 
+// rxSpan is the room one receive descriptor of l bytes takes in the arena:
+// descriptors start on 64-byte boundaries.
+func rxSpan(l uint32) uint64 { return (uint64(l) + 63) &^ 63 }
+
 func (k *Kernel) fillRX() {
 	var bufs [2]virtio.Buffer
 	lens := k.p.RX.bufs()
@@ -228,7 +232,7 @@ func (k *Kernel) fillRX() {
 		addr := k.rxSlots[slot]
 		for i, l := range lens {
 			bufs[i] = virtio.Buffer{Addr: addr, Len: l, Write: true}
-			addr += (uint64(l) + 63) &^ 63
+			addr += rxSpan(l)
 		}
 		head, err := k.rxq.Add(bufs[:len(lens)])
 		if err != nil {
@@ -355,7 +359,7 @@ func (k *Kernel) receiveBuffer(addr uint64, used uint32) (dropped string) {
 	payloadAddr := addr + virtio.HeaderLen
 	room := total - virtio.HeaderLen
 	if len(lens) == 2 {
-		payloadAddr = addr + ((uint64(lens[0]) + 63) &^ 63)
+		payloadAddr = addr + rxSpan(lens[0])
 	}
 	n := hdr.Len
 	if n > used-virtio.HeaderLen {
