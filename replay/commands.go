@@ -70,6 +70,12 @@ func init() {
 			args: map[string]argKind{"port": number},
 			run:  (*Scenario).cmdConnect,
 		},
+		"fault": {
+			positional: "drop-tx",
+			args:       map[string]argKind{"n": number, "min-len": number},
+			check:      checkFault,
+			run:        (*Scenario).cmdFault,
+		},
 		"timeline": {
 			args:  map[string]argKind{"kinds": list, "comp": list, "grep": value, "all": flagArg, "limit": number},
 			check: checkTimeline,
@@ -207,6 +213,19 @@ func checkVerdict(d *trace.Directive) error {
 		return nil
 	}
 	return d.Errorf("verdict: expected wedge or resume, got %q", d.Args[0].Key)
+}
+
+func checkFault(d *trace.Directive) error {
+	if d.Args[0].Key != "drop-tx" {
+		return d.Errorf("fault: expected drop-tx, got %q", d.Args[0].Key)
+	}
+	if n := numArg(d, "n", 1); n == 0 || n > 1<<31 {
+		return d.Errorf("fault: n=%d: expected 1 to 2147483648 packets", n)
+	}
+	if v := numArg(d, "min-len", 1); v > 0xffffffff {
+		return d.Errorf("fault: min-len=%d does not fit in 32 bits", v)
+	}
+	return nil
 }
 
 func argVal(a trace.Arg) string {

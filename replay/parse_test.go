@@ -14,7 +14,7 @@ func TestParseErrors(t *testing.T) {
 		name, text, want string
 	}{
 		{"no world first", "boot\n----\n", `t.trace:1: a trace starts with a world directive, got "boot"`},
-		{"unknown command", "world\n----\n\nfly\n----\n", `t.trace:4: unknown command "fly" (known: boot, connect, counters, cycles, hostd, init, report, resume, run, sockets, suspend, timeline, verdict, wait-started, world)`},
+		{"unknown command", "world\n----\n\nfly\n----\n", `t.trace:4: unknown command "fly" (known: boot, connect, counters, cycles, fault, hostd, init, report, resume, run, sockets, suspend, timeline, verdict, wait-started, world)`},
 		{"unknown device", "world device=qemu\n----\n", `t.trace:1: world: unknown device profile "qemu" (known: firecracker-1.5`},
 		{"unknown kernel", "world kernel=linux-2.6\n----\n", `t.trace:1: world: unknown guest kernel profile "linux-2.6" (known: linux-5.15`},
 		{"bad seed", "world seed=x\n----\n", `t.trace:1: world: seed=x: expected a non-negative integer`},
@@ -26,6 +26,9 @@ func TestParseErrors(t *testing.T) {
 		{"contradictory init", "world\n----\n\ninit no-write-timeout write-timeout=1s\nidle\n----\n", `t.trace:4: init: no-write-timeout and write-timeout contradict each other`},
 		{"unknown timeline kind", "world\n----\n\ntimeline kinds=(packets)\n----\n", `t.trace:4: timeline: unknown kind "packets"`},
 		{"verdict of what", "world\n----\n\nverdict speed\n----\n", `t.trace:4: verdict: expected wedge or resume, got "speed"`},
+		{"fault of what", "world\n----\n\nfault drop-rx\n----\n", `t.trace:4: fault: expected drop-tx, got "drop-rx"`},
+		{"fault of no packets", "world\n----\n\nfault drop-tx n=0\n----\n", `t.trace:4: fault: n=0: expected 1 to 2147483648 packets`},
+		{"fault without a kind", "world\n----\n\nfault n=2\n----\n", `t.trace:4: fault: expected a drop-tx first`},
 		{"input where none is taken", "world\n----\n\nboot\nnow\n----\n", `t.trace:4: boot takes no input lines, got "now"`},
 		{"syntax", "world\n", `t.trace:1: command "world": expected a line "----" before the end of the file`},
 	}

@@ -12,11 +12,15 @@ import (
 
 var rewrite = flag.Bool("rewrite", false, "write the actual output back into the trace files")
 
-// incidentFiles lists the incident library.
+// incidentFiles lists the incident library and the fault scenarios.
 func incidentFiles(t *testing.T) []string {
-	files, err := filepath.Glob("../testdata/incidents/*.trace")
-	require.NoError(t, err)
-	require.NotEmpty(t, files)
+	var files []string
+	for _, dir := range []string{"incidents", "faults"} {
+		found, err := filepath.Glob("../testdata/" + dir + "/*.trace")
+		require.NoError(t, err)
+		require.NotEmpty(t, found, "no trace files in testdata/%s", dir)
+		files = append(files, found...)
+	}
 	return files
 }
 

@@ -332,6 +332,14 @@ func (sc *Scenario) cmdConnect(d *trace.Directive) (string, error) {
 	return fmt.Sprintf("connect %d: OK from host port %d\n", port, c.HostPort), nil
 }
 
+func (sc *Scenario) cmdFault(d *trace.Directive) (string, error) {
+	n, minLen := int(numArg(d, "n", 1)), uint32(numArg(d, "min-len", 1))
+	if err := sc.l.Do(func(w *emu.World) error { w.Dev.DropTX(n, minLen); return nil }); err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("fault at %s: the device will lose the next %d TX RW packets of %d bytes or more\n", sc.now(), n, minLen), nil
+}
+
 func (sc *Scenario) cmdTimeline(d *trace.Directive) (string, error) {
 	keep := engine.KindAll
 	if a, ok := d.Arg("kinds"); ok {

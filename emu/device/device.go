@@ -70,6 +70,13 @@ type Device struct {
 	tapBuf  []byte // payloadView's gather buffer
 
 	stats Stats
+
+	// dropTX is an injected fault: the next dropTX.n RW packets of at
+	// least dropTX.minLen payload bytes are lost (see DropTX).
+	dropTX struct {
+		n      int
+		minLen uint32
+	}
 }
 
 // New builds a device and binds cfg.UDSPath in cfg.Host (an error if the

@@ -54,6 +54,10 @@ func (d *Device) processTX() {
 			d.pushUsed(q, v.head, 0)
 			continue
 		}
+		if d.injectedDrop(&d.tx.hdr) {
+			d.pushUsed(q, v.head, 0)
+			continue
+		}
 		d.acceptTX(&d.tx)
 		if d.halted { // the worker died holding the chain
 			d.leak(q, v.head, "worker halted")
@@ -61,6 +65,28 @@ func (d *Device) processTX() {
 		}
 		d.pushUsed(q, v.head, 0)
 	}
+}
+
+// DropTX injects a fault: the next n RW packets the guest sends with at
+// least minLen payload bytes are lost inside the device. Each chain goes
+// back to the used ring as a bad chain does (length 0) and nothing reaches
+// the host or the connection's fwd_cnt, so the sender never gets that
+// credit back: the mechanism of seed 000 without a parsing bug. The fault
+// belongs to this device process; a restore starts without it.
+func (d *Device) DropTX(n int, minLen uint32) {
+	d.dropTX.n, d.dropTX.minLen = n, minLen
+	d.logf(engine.KindFault, "fault injected: the next %d TX RW packets of %d bytes or more will be lost", n, minLen)
+}
+
+func (d *Device) injectedDrop(h *virtio.Header) bool {
+	if d.dropTX.n == 0 || h.Op != virtio.OpRW || h.Len < d.dropTX.minLen {
+		return false
+	}
+	d.dropTX.n--
+	d.stats.InjectedTXDrops++
+	d.stats.DroppedRWBytes += uint64(h.Len)
+	d.logf(engine.KindFault, "fault: lost TX %s", h)
+	return true
 }
 
 func (d *Device) acceptTX(p *txPacket) {

@@ -13,9 +13,11 @@ type Stats struct {
 	TXBytes, RXBytes     uint64    // RW payload bytes each way
 	TXByOp, RXByOp       [8]uint64 // by virtio.Op; unknown ops count at index 0
 
-	BadTXChains uint64 // TX chains that failed to parse
-	// DroppedRWBytes is the payload the bad TX chains claimed in their
-	// headers: bytes the guest sent and the host never sees.
+	BadTXChains     uint64 // TX chains that failed to parse
+	InjectedTXDrops uint64 // RW packets lost to an injected fault (DropTX)
+	// DroppedRWBytes is the payload the bad TX chains and the injected
+	// drops claimed in their headers: bytes the guest sent and the host
+	// never sees.
 	DroppedRWBytes uint64
 	BadRXChains    uint64 // RX chains that failed to parse
 	LeakedChains   uint64 // popped chains never returned to a used ring
