@@ -196,8 +196,8 @@ func benchConnections(b *testing.B, worlds, perWorld, limit int) {
 			ws[i] = newWorld(b, emu.Config{MaxConnections: limit})
 			ws[i].Eng.Log.Keep(engine.KindWorld)
 		}
-		keep := make([]any, 0, 2*worlds*perWorld) // the host programs' ends
-		before := heapInUse()
+		keep := make([]any, 0, 2*worlds*perWorld) // host ends and guest sockets
+		before := liveHeap()
 		b.StartTimer()
 		for _, w := range ws {
 			l := guestListen(b, w, 10000)
@@ -207,7 +207,7 @@ func benchConnections(b *testing.B, worlds, perWorld, limit int) {
 			}
 		}
 		b.StopTimer()
-		after := heapInUse()
+		after := liveHeap()
 		conns := 0
 		for _, w := range ws {
 			conns += len(w.Dev.Conns())
@@ -222,8 +222,8 @@ func benchConnections(b *testing.B, worlds, perWorld, limit int) {
 	}
 }
 
-// heapInUse is the live heap after a full collection.
-func heapInUse() uint64 {
+// liveHeap is the live heap (HeapAlloc) after a full collection.
+func liveHeap() uint64 {
 	var m runtime.MemStats
 	runtime.GC()
 	runtime.GC()

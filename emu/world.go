@@ -102,6 +102,9 @@ func New(cfg Config) (*World, error) {
 	if err != nil {
 		return nil, err
 	}
+	if cfg.MaxConnections > 0 {
+		devProf.MaxConnections = cfg.MaxConnections
+	}
 	kernProf, err := guest.LookupProfile(cfg.Kernel)
 	if err != nil {
 		return nil, err
@@ -124,8 +127,6 @@ func New(cfg Config) (*World, error) {
 	}
 	w.Eng.Logf(engine.KindWorld, "world", "boot: device %s, guest %s, cid %d, seed %d", cfg.Device, cfg.Kernel, cfg.GuestCID, cfg.Seed)
 	if cfg.MaxConnections > 0 {
-		devProf.MaxConnections = cfg.MaxConnections
-		w.devProf = devProf
 		w.Eng.Logf(engine.KindWorld, "world", "device connection limit set to %d (not a real device's)", cfg.MaxConnections)
 	}
 	w.Dev, err = device.New(w.Eng, devProf, w.deviceConfig())
@@ -161,11 +162,13 @@ func (w *World) deviceConfig() device.Config {
 }
 
 func (w *World) onPacket(dir device.Dir, h *virtio.Header, payload []byte) {
-	if int(dir) < 2 && int(h.Op) < 8 {
-		w.counters.Packets[dir][h.Op]++
-	}
-	if h.Op == virtio.OpRW && int(dir) < 2 {
-		w.counters.RWBytes[dir] += uint64(len(payload))
+	if int(dir) < len(w.counters.Packets) {
+		if int(h.Op) < len(w.counters.Packets[dir]) {
+			w.counters.Packets[dir][h.Op]++
+		}
+		if h.Op == virtio.OpRW {
+			w.counters.RWBytes[dir] += uint64(len(payload))
+		}
 	}
 	for _, t := range w.taps {
 		t(w.Eng.Now(), dir, h, payload)
@@ -199,6 +202,7 @@ func (w *World) Suspend() error {
 	w.Guest.Freeze()
 	snap, err := w.Dev.Snapshot()
 	if err != nil {
+		w.Guest.Thaw() // the VM keeps running
 		return fmt.Errorf("suspend: %w", err)
 	}
 	w.snap = snap

@@ -56,33 +56,13 @@ func (in *input) bytes(n int) []byte {
 
 // maxSteps bounds the events one harness run may execute. Every target
 // does far less work than this per run; a model that schedules events
-// forever hits it and the target fails with errNoProgress.
+// forever hits it and the target fails with *engine.NoProgressError.
 const maxSteps = 1 << 18
-
-type errNoProgress struct {
-	steps int
-	at    time.Duration
-}
-
-func (e *errNoProgress) Error() string {
-	return fmt.Sprintf("engine did not go idle: %d events run, still %s", e.steps, engine.FormatTime(e.at))
-}
 
 // runUntil runs every event due at or before at, like Engine.RunUntil, but
 // fails instead of looping forever.
 func runUntil(eng *engine.Engine, at time.Duration) error {
-	for steps := 0; ; steps++ {
-		next, ok := eng.Next()
-		if !ok || next > at {
-			break
-		}
-		if steps >= maxSteps {
-			return &errNoProgress{steps: steps, at: eng.Now()}
-		}
-		eng.Step()
-	}
-	eng.RunUntil(at) // moves the clock; nothing is due any more
-	return nil
+	return eng.RunUntilBounded(at, maxSteps)
 }
 
 // settle runs the events due now.

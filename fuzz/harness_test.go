@@ -27,7 +27,7 @@ func TestRunUntilBounded(t *testing.T) {
 	var loop func()
 	loop = func() { eng.After(0, loop) } // an event that reschedules itself at the same instant
 	eng.After(0, loop)
-	var np *errNoProgress
+	var np *engine.NoProgressError
 	require.ErrorAs(t, settle(eng), &np)
 }
 

@@ -24,11 +24,7 @@ func SpecFree(peerBufAlloc, txCnt, peerFwdCnt uint32) uint32 {
 // zero. The min is the CVE-2026-23086 fix (c0e42fb0e054, in 6.12.68 and
 // 6.1.162); the s64 with the clamp is the CVE-2026-23069 fix.
 func LinuxFree(peerBufAlloc, bufAlloc, txCnt, peerFwdCnt uint32) uint32 {
-	free := int64(min(peerBufAlloc, bufAlloc)) - int64(InFlight(txCnt, peerFwdCnt))
-	if free < 0 {
-		return 0
-	}
-	return uint32(free)
+	return S64Free(min(peerBufAlloc, bufAlloc), txCnt, peerFwdCnt)
 }
 
 // S64Free is the free space with the underflow fix but without the min over

@@ -155,11 +155,7 @@ func checkOrder(bufs []Buffer) error {
 }
 
 func (d *Driver) writeDesc(table uint64, i uint16, desc Desc) error {
-	le := binary.LittleEndian
-	le.PutUint64(d.buf[:], desc.Addr)
-	le.PutUint32(d.buf[8:], desc.Len)
-	le.PutUint16(d.buf[12:], desc.Flags)
-	le.PutUint16(d.buf[14:], desc.Next)
+	encodeDesc(d.buf[:], desc)
 	return d.mem.WriteAt(d.buf[:], table+DescLen*uint64(i))
 }
 

@@ -94,23 +94,16 @@ func decodeDesc(b []byte) Desc {
 // to build tables no correct driver would.
 func WriteDesc(mem Memory, table uint64, i uint16, d Desc) error {
 	var b [DescLen]byte
-	le := binary.LittleEndian
-	le.PutUint64(b[:], d.Addr)
-	le.PutUint32(b[8:], d.Len)
-	le.PutUint16(b[12:], d.Flags)
-	le.PutUint16(b[14:], d.Next)
+	encodeDesc(b[:], d)
 	return mem.WriteAt(b[:], table+DescLen*uint64(i))
 }
 
-// readU16 and writeU16 are the one-off forms, for tests and cold paths.
-func readU16(mem Memory, addr uint64) (uint16, error) {
-	var b [8]byte
-	return loadU16(mem, &b, addr)
-}
-
-func writeU16(mem Memory, addr uint64, v uint16) error {
-	var b [8]byte
-	return storeU16(mem, &b, addr, v)
+func encodeDesc(b []byte, d Desc) {
+	le := binary.LittleEndian
+	le.PutUint64(b, d.Addr)
+	le.PutUint32(b[8:], d.Len)
+	le.PutUint16(b[12:], d.Flags)
+	le.PutUint16(b[14:], d.Next)
 }
 
 // loadU16 and storeU16 are the ring index accesses of the hot path. With
@@ -345,7 +338,7 @@ func (q *DeviceQueue) Push(head uint16, written uint32) error {
 	return storeU16(q.mem, b, q.l.Used+2, q.usedIdx)
 }
 
-// State is the device-side position in the rings, as a snapshot saves it.
+// QueueState is the device-side position in the rings, as a snapshot saves it.
 type QueueState struct {
 	LastAvail uint16
 	UsedIdx   uint16

@@ -457,3 +457,14 @@ func TestMemory(t *testing.T) {
 	require.Error(t, f.WriteAt([]byte{1, 2, 3, 4}, 0x1fd))
 	require.Error(t, f.ReadAt([]byte{0}, 0xff))
 }
+
+// readU16 and writeU16 are the one-off forms of the ring accessors.
+func readU16(mem Memory, addr uint64) (uint16, error) {
+	var b [8]byte
+	return loadU16(mem, &b, addr)
+}
+
+func writeU16(mem Memory, addr uint64, v uint16) error {
+	var b [8]byte
+	return storeU16(mem, &b, addr, v)
+}

@@ -15,12 +15,11 @@ import (
 
 // Engine runs events in virtual time.
 type Engine struct {
-	now  time.Duration
-	seq  uint64
-	q    eventHeap
-	rng  *rand.Rand
-	seed uint64
-	Log  *Log
+	now time.Duration
+	seq uint64
+	q   eventHeap
+	rng *rand.Rand
+	Log *Log
 	// free holds fired timers of Post events for reuse: nobody holds a
 	// handle to them, and a timer per event was the engine's main cost on
 	// small packets.
@@ -31,14 +30,10 @@ type Engine struct {
 // with seed.
 func New(seed uint64) *Engine {
 	return &Engine{
-		rng:  rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)),
-		seed: seed,
-		Log:  NewLog(),
+		rng: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)),
+		Log: NewLog(),
 	}
 }
-
-// Seed returns the seed the engine was built with.
-func (e *Engine) Seed() uint64 { return e.seed }
 
 // Now is the current virtual time, counted from the start of the world.
 func (e *Engine) Now() time.Duration { return e.now }
@@ -140,6 +135,31 @@ func (e *Engine) RunUntil(at time.Duration) {
 	if at > e.now {
 		e.now = at
 	}
+}
+
+// NoProgressError is RunUntilBounded's report of a model that kept
+// scheduling events without reaching the target time.
+type NoProgressError struct {
+	Steps int           // events run
+	At    time.Duration // the clock when it gave up
+}
+
+func (e *NoProgressError) Error() string {
+	return fmt.Sprintf("engine did not go idle: %d events run, still %s", e.Steps, FormatTime(e.At))
+}
+
+// RunUntilBounded is RunUntil for tests and fuzz targets: after maxSteps
+// events it gives up with a *NoProgressError instead of looping forever, so
+// a model that spins at one instant fails rather than hangs.
+func (e *Engine) RunUntilBounded(at time.Duration, maxSteps int) error {
+	for steps := 0; len(e.q) > 0 && e.q[0].at <= at; steps++ {
+		if steps >= maxSteps {
+			return &NoProgressError{Steps: steps, At: e.now}
+		}
+		e.Step()
+	}
+	e.RunUntil(at) // moves the clock; nothing is due any more
+	return nil
 }
 
 // RunIdle runs events due now, without moving the clock.

@@ -1,6 +1,8 @@
 package engine
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"testing"
 	"time"
 
@@ -64,6 +66,8 @@ func TestLog(t *testing.T) {
 	other.Log.Add(0, KindWorld, "world", "boot 1")
 	other.Log.Add(1500*time.Millisecond, KindConn, "guest", "connected")
 	require.Equal(t, e.Log.Hash(), other.Log.Hash())
+	sum := sha256.Sum256([]byte(e.Log.String()))
+	require.Equal(t, hex.EncodeToString(sum[:]), e.Log.Hash())
 	require.Equal(t, "  -0.000000001", FormatTime(-1))
 }
 

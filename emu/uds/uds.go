@@ -122,10 +122,9 @@ type Conn struct {
 	in    queue // bytes written by the peer, not yet read here
 	limit int   // capacity of in
 
-	wrShut  bool // this end will write no more (shutdown(SHUT_WR) or close)
-	closed  bool
-	err     error // pending socket error, reported once by Read or Write
-	eofSeen bool
+	wrShut bool // this end will write no more (shutdown(SHUT_WR) or close)
+	closed bool
+	err    error // pending socket error, reported once by Read or Write
 
 	// OnReady is called whenever this end may have become readable,
 	// writable or errored. It must not call back into the socket
@@ -186,7 +185,6 @@ func (c *Conn) Read(p []byte) (int, error) {
 	}
 	if c.in.len() == 0 {
 		if c.PeerClosed() {
-			c.eofSeen = true
 			return 0, io.EOF
 		}
 		if len(p) == 0 {
