@@ -99,13 +99,15 @@ func (l *Listener) Close() {
 
 // Connect connects to the listener at path and returns the client end. It
 // fails with ECONNREFUSED when nobody listens there and with EAGAIN when the
-// listener's backlog is full (a non-blocking connect).
+// listener's backlog is full (a non-blocking connect). Full means more
+// queued than the backlog, so listen(fd, 1) admits two (af_unix.c
+// unix_recvq_full: queue length > sk_max_ack_backlog).
 func (ns *Namespace) Connect(path string) (*Conn, error) {
 	l, ok := ns.listeners[path]
 	if !ok {
 		return nil, syscall.ECONNREFUSED
 	}
-	if len(l.queue) >= l.backlog {
+	if len(l.queue) > l.backlog {
 		return nil, syscall.EAGAIN
 	}
 	client, server := Pair(ns.bufSize)
