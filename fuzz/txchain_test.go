@@ -208,6 +208,7 @@ func TestTXChainSeedsReachTheDevice(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, uint64(1), res.stats.ConnsAdded)
 	require.Equal(t, uint64(300), res.stats.TXBytes)
+	require.Equal(t, 300, res.hostBytes, "and the host read them")
 	require.Equal(t, uint64(0), res.stats.BadTXChains)
 
 	for _, seed := range txChainSeeds() {

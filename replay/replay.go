@@ -8,11 +8,9 @@ package replay
 
 import (
 	"fmt"
-	"io"
 	"slices"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/vsocklab/vsocklab/emu"
 	"github.com/vsocklab/vsocklab/emu/lab"
@@ -37,17 +35,6 @@ type Result struct {
 
 // Text renders the file with the actual outputs, as -rewrite writes it.
 func (r *Result) Text() string { return r.File.Format(r.Outputs) }
-
-// Mismatches lists the directives whose output differs from the file's.
-func (r *Result) Mismatches() []*trace.Directive {
-	var out []*trace.Directive
-	for i, d := range r.File.Directives {
-		if r.Outputs[i] != d.Want {
-			out = append(out, d)
-		}
-	}
-	return out
-}
 
 // Diff describes every mismatch: position, command, expected and actual.
 func (r *Result) Diff() string {
@@ -155,9 +142,6 @@ func commandNames() []string {
 	return out
 }
 
-// fmtDur prints a virtual duration compactly and exactly.
-func fmtDur(d time.Duration) string { return d.String() }
-
 // worldConfig builds the world's configuration from a world directive.
 func worldConfig(d *trace.Directive) (emu.Config, string, error) {
 	cfg := emu.Config{Seed: 1}
@@ -186,10 +170,4 @@ func worldConfig(d *trace.Directive) (emu.Config, string, error) {
 		}
 	}
 	return cfg, name, nil
-}
-
-// Write writes r's text to w.
-func (r *Result) Write(w io.Writer) error {
-	_, err := io.WriteString(w, r.Text())
-	return err
 }

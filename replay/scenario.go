@@ -415,7 +415,7 @@ func (sc *Scenario) cmdSockets(d *trace.Directive) (string, error) {
 				flags = append(flags, "closed-by-owner")
 			}
 			if i.Err != 0 {
-				flags = append(flags, "err="+errnoName(i.Err))
+				flags = append(flags, "err="+i.Err.Error())
 			}
 			fmt.Fprintf(&b, "sock %d %s local %s remote %s %s\n", i.ID, i.State, i.Local, i.Remote, strings.Join(flags, " "))
 		}
@@ -617,5 +617,3 @@ func (sc *Scenario) resumeVerdict() (string, string) {
 
 // finish runs after the last directive of the scenario.
 func (sc *Scenario) finish() { sc.measure() }
-
-func errnoName(e interface{ Error() string }) string { return e.Error() }

@@ -204,7 +204,7 @@ func parseCommand(line string) (string, []Arg, error) {
 	s := strings.TrimSpace(line)
 	cmd, rest, _ := strings.Cut(s, " ")
 	if !validWord(cmd) {
-		return "", nil, fmt.Errorf("expected a command name (letters, digits, '-', '_'), got %q", cmd)
+		return "", nil, fmt.Errorf("expected a command name (letters, digits, '-', '_', '.'), got %q", cmd)
 	}
 	var args []Arg
 	rest = strings.TrimSpace(rest)

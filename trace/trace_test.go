@@ -56,7 +56,7 @@ func TestSyntaxErrors(t *testing.T) {
 	tests := []struct{ text, want string }{
 		{"world\n", `f.trace:1: command "world": expected a line "----" before the end of the file`},
 		{"world\n\n----\n", `f.trace:2: command "world": expected input lines then "----", got a blank line`},
-		{"wor!d\n----\n", `f.trace:1: expected a command name (letters, digits, '-', '_'), got "wor!d"`},
+		{"wor!d\n----\n", `f.trace:1: expected a command name (letters, digits, '-', '_', '.'), got "wor!d"`},
 		{"world a=(1, 2\n----\n", `f.trace:1: command "world": argument "a": expected ')' to close the list`},
 		{"world a=\n----\n", `f.trace:1: command "world": argument "a": expected a value after '='`},
 		{"run\n----\n----\nx\n----\n", `f.trace:1: command "run": output opened with "----" twice must close with two "----" lines`},
