@@ -248,6 +248,9 @@ func (d *Daemon) openSession(ctx context.Context, cycleStart time.Time, c *Cycle
 		return hc.HostPort, nil
 	})
 	if err != nil {
+		if sess != nil { // opened, but the cycle ended meanwhile
+			sess.Close()
+		}
 		return
 	}
 	rec := &Session{N: c.N, Port: port}

@@ -33,7 +33,7 @@ func serveMain(args []string) int {
 	kernel := fs.String("kernel", "linux-6.12.68", "guest kernel profile")
 	seed := fs.Uint64("seed", 1, "world seed")
 	workload := fs.String("workload", "writer total=64KiB size=4KiB every=100ms", "simulated workload of the guest's init")
-	forward := fs.String("forward", "10001", "comma-separated host ports guest-initiated connections are forwarded to (<uds>_<port>)")
+	forward := fs.String("forward", "", "comma-separated host ports guest-initiated connections are forwarded to (<uds>_<port>; default: the log port)")
 	var opts guestinit.Options
 	var apiPort, logPort uint
 	fs.UintVar(&apiPort, "api-port", 10000, "init API vsock port")
@@ -54,6 +54,9 @@ func serveMain(args []string) int {
 	}
 	opts.APIPort, opts.LogPort = uint32(apiPort), uint32(logPort)
 	var ports []uint32
+	if *forward == "" {
+		*forward = strconv.FormatUint(uint64(logPort), 10)
+	}
 	for _, f := range strings.Split(*forward, ",") {
 		if f = strings.TrimSpace(f); f == "" {
 			continue
