@@ -154,11 +154,23 @@ func TestTXLayoutByKernel(t *testing.T) {
 		{"linux-5.15", 65536, []string{"r44 r65536"}},
 		{"linux-6.6", 65536, []string{"r44 r65536"}},
 		{"linux-6.12.67", 65536, []string{"r44 r65536"}},
-		{"linux-6.12.68", 65536, []string{"r44 r32768 r32768"}},
+		// Linux include/linux/virtio_vsock.h, virtio_vsock_alloc_skb and
+		// net/core/skbuff.c, alloc_skb_with_frags (v6.17): linear up to
+		// 32,404 payload bytes, then page fragments that shrink with the
+		// remainder.
+		{"linux-6.12.68", 1, []string{"r44 r1"}},
+		{"linux-6.12.68", 4096, []string{"r44 r4096"}},
+		{"linux-6.12.68", 4097, []string{"r44 r4097"}},
+		{"linux-6.12.68", 32403, []string{"r44 r32403"}},
 		{"linux-6.12.68", 32404, []string{"r44 r32404"}},
 		{"linux-6.12.68", 32405, []string{"r44 r32405"}},
+		{"linux-6.12.68", 32768, []string{"r44 r32768"}},
 		{"linux-6.12.68", 32769, []string{"r44 r32768 r1"}},
 		{"linux-6.12.68", 40000, []string{"r44 r32768 r7232"}},
+		{"linux-6.12.68", 50000, []string{"r44 r32768 r16384 r848"}},
+		{"linux-6.12.68", 60000, []string{"r44 r32768 r16384 r8192 r2656"}},
+		{"linux-6.12.68", 61440, []string{"r44 r32768 r16384 r8192 r4096"}},
+		{"linux-6.12.68", 65536, []string{"r44 r32768 r32768"}},
 		{"linux-6.12.68", 200000, []string{"r44 r32768 r32768"}}, // cut at the 64 KiB credit
 		{"linux-6.17", 1, []string{"r44 r1"}},
 	}

@@ -17,20 +17,12 @@ const (
 	// 6.1.63): header and one linear data descriptor, physically adjacent.
 	TXLinear
 	// TXNonlinear: 6693731487a8 (6.17; 6.12.68 as 69c5bf306115): payloads up
-	// to 32,404 bytes stay linear; larger ones become a header descriptor
-	// plus one descriptor per page fragment of up to 32 KiB (order 3 on
-	// 4 KiB pages), e.g. 65,536 = 32,768 + 32,768 and 32,769 = 32,768 + 1.
+	// to NonlinearThreshold stay linear; larger ones become a header
+	// descriptor plus one descriptor per page fragment, laid out by
+	// alloc_skb_with_frags from order 3 down (skbFrags): 65,536 = 32,768 +
+	// 32,768, 50,000 = 32,768 + 16,384 + 848.
 	TXNonlinear
 )
-
-// NonlinearThreshold is the largest payload a TXNonlinear kernel still puts
-// in a linear skb: SKB_WITH_OVERHEAD(PAGE_SIZE << 3) - 44 on x86_64 with
-// 4 KiB pages.
-const NonlinearThreshold = 32404
-
-// fragMax is the largest page fragment of a nonlinear skb: PAGE_SIZE <<
-// PAGE_ALLOC_COSTLY_ORDER.
-const fragMax = 32768
 
 func (l TXLayout) String() string {
 	return [...]string{"two-desc", "linear", "nonlinear"}[l]
