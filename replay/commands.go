@@ -30,7 +30,7 @@ type command struct {
 	positional string // name of a single positional argument ("" for none)
 	input      string // what the input lines are, "" when none are taken
 	check      func(d *trace.Directive) error
-	run        func(sc *Scenario, d *trace.Directive) (string, error)
+	run        func(sr *scenarioRun, d *trace.Directive) (string, error)
 }
 
 var commands map[string]command
@@ -40,51 +40,51 @@ func init() {
 		"world": {
 			args:  map[string]argKind{"name": value, "device": value, "kernel": value, "seed": number, "cid": number},
 			check: checkWorld,
-			run:   (*Scenario).cmdWorld,
+			run:   (*scenarioRun).cmdWorld,
 		},
 		"hostd": {
 			args: map[string]argKind{"session-first": flagArg, "backoff-initial": duration, "backoff-max": duration,
 				"give-up": duration, "api-port": number, "log-port": number, "attempt-timeout": duration},
-			run: (*Scenario).cmdHostd,
+			run: (*scenarioRun).cmdHostd,
 		},
 		"init": {
 			args: map[string]argKind{"no-write-timeout": flagArg, "write-timeout": duration, "keep-reset-sessions": flagArg,
 				"api-port": number, "log-port": number, "metrics-interval": duration, "read-chunk": number},
 			input: "the workload, one line",
 			check: checkInit,
-			run:   (*Scenario).cmdInit,
+			run:   (*scenarioRun).cmdInit,
 		},
-		"boot":    {run: (*Scenario).cmdBoot},
-		"run":     {positional: "duration", run: (*Scenario).cmdRun},
-		"suspend": {run: (*Scenario).cmdSuspend},
-		"resume":  {run: (*Scenario).cmdResume},
+		"boot":    {run: (*scenarioRun).cmdBoot},
+		"run":     {positional: "duration", run: (*scenarioRun).cmdRun},
+		"suspend": {run: (*scenarioRun).cmdSuspend},
+		"resume":  {run: (*scenarioRun).cmdResume},
 		"wait-started": {
 			args: map[string]argKind{"cycle": number, "timeout": duration},
-			run:  (*Scenario).cmdWaitStarted,
+			run:  (*scenarioRun).cmdWaitStarted,
 		},
 		"cycles": {
 			args: map[string]argKind{"n": number, "dwell": duration, "pause": duration, "timeout": duration},
-			run:  (*Scenario).cmdCycles,
+			run:  (*scenarioRun).cmdCycles,
 		},
 		"connect": {
 			args: map[string]argKind{"port": number},
-			run:  (*Scenario).cmdConnect,
+			run:  (*scenarioRun).cmdConnect,
 		},
 		"fault": {
 			positional: "drop-tx",
 			args:       map[string]argKind{"n": number, "min-len": number},
 			check:      checkFault,
-			run:        (*Scenario).cmdFault,
+			run:        (*scenarioRun).cmdFault,
 		},
 		"timeline": {
 			args:  map[string]argKind{"kinds": list, "comp": list, "grep": value, "all": flagArg, "limit": number},
 			check: checkTimeline,
-			run:   (*Scenario).cmdTimeline,
+			run:   (*scenarioRun).cmdTimeline,
 		},
-		"sockets":  {args: map[string]argKind{"limit": number}, run: (*Scenario).cmdSockets},
-		"counters": {run: (*Scenario).cmdCounters},
-		"report":   {run: (*Scenario).cmdReport},
-		"verdict":  {positional: "wedge|resume", check: checkVerdict, run: (*Scenario).cmdVerdict},
+		"sockets":  {args: map[string]argKind{"limit": number}, run: (*scenarioRun).cmdSockets},
+		"counters": {run: (*scenarioRun).cmdCounters},
+		"report":   {run: (*scenarioRun).cmdReport},
+		"verdict":  {positional: "wedge|resume", check: checkVerdict, run: (*scenarioRun).cmdVerdict},
 	}
 }
 
