@@ -90,6 +90,13 @@ type Options struct {
 	ReadChunk int
 }
 
+// WithDefaults returns the options with every unset field at its default,
+// as New fills them in.
+func (o Options) WithDefaults() Options {
+	o.defaults()
+	return o
+}
+
 func (o *Options) defaults() {
 	if o.APIPort == 0 {
 		o.APIPort = 10000

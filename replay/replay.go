@@ -112,19 +112,19 @@ func RunFile(t testing.TB, f *trace.File, opts Options) *Result {
 		for end < len(f.Directives) && f.Directives[end].Cmd != "world" {
 			end++
 		}
-		sc := newScenario(f.Directives[start], opts)
+		sr := newScenario(f.Name, f.Directives[start], opts)
+		sc := sr.sc
 		res.Scenarios = append(res.Scenarios, sc)
-		cfg := sc.labConfig()
 		first, last := start, end
-		r := lab.Run(t, cfg, func(l *lab.Lab) {
-			sc.l = l
-			sc.start(opts)
+		r := lab.Run(t, sr.labConfig(), func(l *lab.Lab) {
+			sr.l = l
+			sr.start(opts)
 			for i := first; i < last; i++ {
-				res.Outputs[i] = sc.exec(f.Directives[i])
+				res.Outputs[i] = sr.exec(f.Directives[i])
 			}
-			sc.finish()
+			sr.finish()
 		})
-		sc.LogSHA256 = r.Hash
+		sc.Report.LogSHA256 = r.Hash
 		sc.Log = r.Log
 		sc.records = r.World.Eng.Log.Records()
 		start = end

@@ -60,8 +60,8 @@ func TestIncidentsAreDeterministic(t *testing.T) {
 			for i := 1; i < runs; i++ {
 				again := replayFile(t, path, Options{})
 				for j, sc := range again.Scenarios {
-					require.Equal(t, first.Scenarios[j].LogSHA256, sc.LogSHA256,
-						"run %d, scenario %s: %s", i+1, sc.Name, lab.FirstDifference(first.Scenarios[j].Log, sc.Log))
+					require.Equal(t, first.Scenarios[j].Report.LogSHA256, sc.Report.LogSHA256,
+						"run %d, scenario %s: %s", i+1, sc.Report.Name, lab.FirstDifference(first.Scenarios[j].Log, sc.Log))
 				}
 			}
 		})

@@ -58,13 +58,9 @@ func replayMain(args []string) int {
 	failed := false
 	runAsTest(func(t *testing.T) {
 		var all []*replay.Scenario
-		var scenarioFiles []string
 		for _, f := range files {
 			res := replay.RunFile(t, f, opts)
-			for _, sc := range res.Scenarios {
-				all = append(all, sc)
-				scenarioFiles = append(scenarioFiles, f.Name)
-			}
+			all = append(all, res.Scenarios...)
 			switch {
 			case *rewrite:
 				if err := os.WriteFile(f.Name, []byte(res.Text()), 0o644); err != nil {
@@ -84,11 +80,8 @@ func replayMain(args []string) int {
 		}
 		if *asJSON {
 			enc := json.NewEncoder(out)
-			for i, sc := range all {
-				if err := enc.Encode(struct {
-					File string `json:"file"`
-					*replay.Scenario
-				}{scenarioFiles[i], sc}); err != nil {
+			for _, sc := range all {
+				if err := enc.Encode(sc.Report); err != nil {
 					failed = true
 				}
 			}
@@ -116,7 +109,7 @@ func writePcaps(path string, scs []*replay.Scenario) error {
 		name := path
 		if len(scs) > 1 {
 			ext := filepath.Ext(path)
-			name = strings.TrimSuffix(path, ext) + "-" + sc.Name + ext
+			name = strings.TrimSuffix(path, ext) + "-" + sc.Report.Name + ext
 		}
 		f, err := os.Create(name)
 		if err != nil {

@@ -29,8 +29,8 @@ import (
 func serveMain(args []string) int {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	udsPath := fs.String("uds", "", "real Unix socket to serve the hybrid vsock protocol on (required)")
-	dev := fs.String("device", "firecracker-1.14", "device profile (vsocklab profiles lists them)")
-	kernel := fs.String("kernel", "linux-6.12.68", "guest kernel profile")
+	dev := fs.String("device", emu.DefaultDevice, "device profile (vsocklab profiles lists them)")
+	kernel := fs.String("kernel", emu.DefaultKernel, "guest kernel profile")
 	seed := fs.Uint64("seed", 1, "world seed")
 	workload := fs.String("workload", "writer total=64KiB size=4KiB every=100ms", "simulated workload of the guest's init")
 	forward := fs.String("forward", "", "comma-separated host ports guest-initiated connections are forwarded to (<uds>_<port>; default: the log port)")
