@@ -396,7 +396,7 @@ func TestReceiveQueueLimit(t *testing.T) {
 		err     syscall.Errno
 	}{
 		{"linux-6.12.68", nil, 0},
-		{"linux-6.12.94-drop", func(s Stats) uint64 { return s.RWDropped }, 0},
+		{"linux-split-drop", func(s Stats) uint64 { return s.RWDropped }, 0},
 		{"linux-7.0-reset", func(s Stats) uint64 { return s.OverflowResets }, syscall.ENOBUFS},
 	} {
 		t.Run(tc.profile, func(t *testing.T) {
@@ -417,6 +417,77 @@ func TestReceiveQueueLimit(t *testing.T) {
 				require.Zero(t, r.k.ConnectedCount())
 			}
 		})
+	}
+}
+
+func TestCombinedReceiveLimitLeaksThePeersCredit(t *testing.T) {
+	// Linux 059b7dbd20a6 alone (virtio_transport_inc_rx_pkt): (qlen+1) *
+	// SKB_TRUESIZE(0) + buf_used + len > buf_alloc drops silently. With
+	// 200-byte packets the 338th overruns (338 * 776 > 262,144) although the
+	// peer still has 262,144 - 337 * 200 bytes of credit; the dropped bytes
+	// never reach fwd_cnt, so after everything is read the peer still counts
+	// them as in flight. c6087c5aaad6's split check takes all 400.
+	for _, tc := range []struct {
+		profile  string
+		accepted int
+	}{
+		{"linux-7.1-rc3", 337},
+		{"linux-7.0-reset", 400},
+	} {
+		t.Run(tc.profile, func(t *testing.T) {
+			r := newRig(t, mustProfile(t, tc.profile))
+			_, c := r.listening(10000, 1<<30)
+			for range 400 {
+				r.deliver(fromHost(1<<30, 10000, virtio.OpRW), make([]byte, 200)...)
+			}
+			require.Equal(t, tc.accepted*200, c.Buffered())
+			require.EqualValues(t, 400-tc.accepted, r.k.Stats().RWDropped)
+			require.Zero(t, c.Err())
+			r.take()
+			for c.Buffered() > 0 {
+				_, err := r.k.Recv(c, make([]byte, 64*1024), false)
+				require.NoError(t, err)
+			}
+			r.run()
+			sent := r.take()
+			require.NotEmpty(t, sent)
+			last := sent[len(sent)-1].hdr
+			require.Equal(t, virtio.OpCreditUpdate, last.Op)
+			require.Equal(t, uint32(tc.accepted*200), last.FwdCnt, "the peer sent 80,000 bytes; these are all it will ever see consumed")
+		})
+	}
+}
+
+func TestCreditCapByRelease(t *testing.T) {
+	// CVE-2026-23086 (8ee784fdf006, v6.19; c0e42fb0e054 in 6.12.68) caps
+	// the credit at the sender's own buf_alloc; 6.17.y ended before it and
+	// 6.12.67 predates it: a 64 KiB sender facing a 256 KiB peer may still
+	// have 256 KiB in flight there.
+	for _, tc := range []struct {
+		profile string
+		credit  uint32
+	}{
+		{"linux-6.12.67", 256 * 1024},
+		{"linux-6.17", 256 * 1024},
+		{"linux-6.12.68", 64 * 1024},
+		{"linux-7.1-rc3", 64 * 1024},
+	} {
+		t.Run(tc.profile, func(t *testing.T) {
+			r := newRig(t, mustProfile(t, tc.profile))
+			s := r.established()
+			r.k.SetBufferSize(s, 64*1024)
+			up := fromHost(9000, s.Local().Port, virtio.OpCreditUpdate)
+			up.BufAlloc = 256 * 1024
+			r.deliver(up)
+			require.Equal(t, tc.credit, r.k.Credit(s))
+		})
+	}
+}
+
+func TestProfilesNameTheirReleases(t *testing.T) {
+	for _, p := range Profiles() {
+		require.NotEmpty(t, p.Releases, p.Name)
+		require.NotEmpty(t, p.Source, p.Name)
 	}
 }
 

@@ -197,9 +197,13 @@ func (k *Kernel) enqueue(s *Socket, hdr *virtio.Header, payload []byte) {
 	if k.p.LimitCountsUnread {
 		held = s.rxBytes
 	}
+	overhead := uint64(len(s.rxq)+1) * skbTruesize0
 	over := uint64(held)+uint64(n) > uint64(s.bufAlloc)
-	if k.p.Limit != QueueLimitBytes {
-		over = over || uint64(len(s.rxq)+1)*skbTruesize0 > uint64(s.bufAlloc)
+	switch k.p.Limit {
+	case QueueLimitDrop, QueueLimitReset:
+		over = over || overhead > uint64(s.bufAlloc)
+	case QueueLimitCombined:
+		over = overhead+uint64(held)+uint64(n) > uint64(s.bufAlloc)
 	}
 	if over {
 		k.putSkbBuf(payload)
