@@ -53,10 +53,17 @@ const (
 	RXCloudHypervisorStrict
 	// RXRustVMM: rust-vmm virtio-vsock from_rx_virtq_chain (vm-virtio@049ef9fe).
 	RXRustVMM
+	// RXCloudHypervisorLegacy: the same rule as RXFirecrackerLegacy (a
+	// header descriptor and a data descriptor; a lone descriptor is
+	// BufDescMissing) with Cloud Hypervisor's bare log line and no header
+	// length check (cloud-hypervisor v34.0 487a43cdeef3,
+	// virtio-devices/src/vsock/packet.rs from_rx_virtq_head, device.rs
+	// process_rx: warn!("vsock: RX queue error: {:?}"), used length 0).
+	RXCloudHypervisorLegacy
 )
 
 func (p RXParse) String() string {
-	return [...]string{"firecracker-legacy", "firecracker", "cloud-hypervisor", "cloud-hypervisor-strict", "rust-vmm"}[p]
+	return [...]string{"firecracker-legacy", "firecracker", "cloud-hypervisor", "cloud-hypervisor-strict", "rust-vmm", "cloud-hypervisor-legacy"}[p]
 }
 
 // PortPolicy is how host-initiated connections get their local port.
@@ -334,6 +341,15 @@ var profiles = []Profile{
 		Reset:                   ResetBeforeSave,
 		ResumeSignalsEventQueue: true,
 		CreditUpdateThreshold:   4096,
+	},
+	{
+		Name:                  "cloud-hypervisor-34",
+		Source:                "Cloud Hypervisor up to v34.x (CH@v34.0 487a43cdeef3, 2023-08-10): virtio-devices/src/vsock/packet.rs from_rx_virtq_head requires a header descriptor and a data descriptor, so the single-descriptor RX buffers of Linux 6.3+ (71dc9ec9ac7d; 6.1.63+) fail BufDescMissing, are returned with used length 0 and reposted, forever (issue #5691); from_tx_virtq_head takes the header and exactly one data descriptor. Fixed in v35.0 by a2752fe04 \"virtio-devices: vsock: Support single descriptor\" (PR #5692). No TRANSPORT_RESET on snapshot; fixed-start ports.",
+		TX:                    TXFirecrackerLegacy,
+		RX:                    RXCloudHypervisorLegacy,
+		Ports:                 PortsFixedStart,
+		Reset:                 ResetNone,
+		CreditUpdateThreshold: 4096,
 	},
 	{
 		Name:                  "cloud-hypervisor-50",
