@@ -766,3 +766,137 @@ func TestPipe(t *testing.T) {
 	_, err = p.Write([]byte{1})
 	require.ErrorIs(t, err, syscall.EPIPE)
 }
+
+func TestCreditUpdateOnDrainUsesRcvlowat(t *testing.T) {
+	// Linux virtio_transport_stream_do_dequeue with 93b808876682 (v6.8):
+	// after a read that moved fwd_cnt, an update goes out when fewer bytes
+	// are queued than sock_rcvlowat. With the default 1 only an empty queue
+	// does; with SO_RCVLOWAT 3000 a queue of 2000 does too.
+	for _, tc := range []struct {
+		lowat  int
+		update bool
+	}{{0, false}, {3000, true}} {
+		t.Run(fmt.Sprint("rcvlowat=", tc.lowat), func(t *testing.T) {
+			r := newRig(t, mustProfile(t, "linux-6.12.68"))
+			_, c := r.listening(10000, 1<<30)
+			require.NoError(t, r.k.SetRcvlowat(c, tc.lowat))
+			r.deliver(fromHost(1<<30, 10000, virtio.OpRW), make([]byte, 2000)...)
+			r.deliver(fromHost(1<<30, 10000, virtio.OpRW), make([]byte, 2000)...)
+			r.run()
+			r.take()
+			n, err := r.k.Recv(c, make([]byte, 2000), false)
+			require.NoError(t, err)
+			require.Equal(t, 2000, n)
+			r.run()
+			if tc.update {
+				require.Equal(t, []virtio.Op{virtio.OpCreditUpdate}, r.ops(r.take()))
+			} else {
+				require.Empty(t, r.take())
+			}
+		})
+	}
+}
+
+func TestSetRcvlowatSendsCreditUpdate(t *testing.T) {
+	// Linux af_vsock.c vsock_set_rcvlowat and 0fe1798968115 (v6.8)
+	// virtio_transport_notify_set_rcvlowat: a value above the buffer size
+	// is EINVAL; raising it above the queued bytes while fwd_cnt moved since
+	// the last update sends one. 6.6.y never got 0fe1798968115.
+	for _, tc := range []struct {
+		profile string
+		update  bool
+	}{{"linux-6.12.68", true}, {"linux-6.17", true}, {"linux-6.6", false}} {
+		t.Run(tc.profile, func(t *testing.T) {
+			r := newRig(t, mustProfile(t, tc.profile))
+			_, c := r.listening(10000, 1<<30)
+			require.ErrorIs(t, r.k.SetRcvlowat(c, DefaultBufferSize+1), syscall.EINVAL)
+			require.ErrorIs(t, r.k.SetRcvlowat(c, -1), syscall.EINVAL)
+			r.deliver(fromHost(1<<30, 10000, virtio.OpRW), make([]byte, 1000)...)
+			r.deliver(fromHost(1<<30, 10000, virtio.OpRW), make([]byte, 1000)...)
+			_, err := r.k.Recv(c, make([]byte, 1000), false)
+			require.NoError(t, err)
+			r.run()
+			require.Empty(t, r.take(), "1000 bytes still queued, plenty of room: no update yet")
+			require.NoError(t, r.k.SetRcvlowat(c, 5000))
+			require.Equal(t, 5000, c.Rcvlowat())
+			r.run()
+			if tc.update {
+				sent := r.take()
+				require.Equal(t, []virtio.Op{virtio.OpCreditUpdate}, r.ops(sent))
+				require.Equal(t, uint32(1000), sent[0].hdr.FwdCnt)
+			} else {
+				require.Empty(t, r.take())
+			}
+			require.NoError(t, r.k.SetRcvlowat(c, 6000))
+			r.run()
+			require.Empty(t, r.take(), "the peer already knows fwd_cnt 1000")
+			require.NoError(t, r.k.SetRcvlowat(c, 0))
+			require.Equal(t, 1, c.Rcvlowat(), "0 means 1")
+		})
+	}
+}
+
+func TestBlockedReadWaitsForRcvlowat(t *testing.T) {
+	// A program's read that found nothing waits in epoll, and EPOLLIN needs
+	// SO_RCVLOWAT queued bytes since v6.1 (af_vsock.c vsock_poll,
+	// virtio_transport_notify_poll_in); read(2) itself takes what is there.
+	for _, tc := range []struct {
+		profile string
+		wakes   bool
+	}{{"linux-6.12.68", false}, {"linux-5.15", true}} {
+		t.Run(tc.profile, func(t *testing.T) {
+			r := newRig(t, mustProfile(t, tc.profile))
+			_, c := r.listening(10000, 1<<30)
+			require.NoError(t, r.k.SetRcvlowat(c, 3000))
+			r.deliver(fromHost(1<<30, 10000, virtio.OpRW), make([]byte, 2000)...)
+			require.Equal(t, tc.wakes, r.k.Readable(c))
+			_, err := r.k.Recv(c, make([]byte, 4000), true)
+			if !tc.wakes {
+				require.ErrorIs(t, err, syscall.EAGAIN)
+				n, err := r.k.Recv(c, make([]byte, 4000), false)
+				require.NoError(t, err)
+				require.Equal(t, 2000, n, "a fresh read takes what is queued")
+				return
+			}
+			require.NoError(t, err)
+		})
+	}
+}
+
+func TestBufferSizeChangeAnnouncedInEveryStateWithATransport(t *testing.T) {
+	// Linux af_vsock.c vsock_update_buffer_size calls the transport's
+	// notify_buffer_size whenever the size changes and a transport is
+	// assigned, whatever sk_state is; virtio_transport_notify_buffer_size
+	// sets buf_alloc and sends CREDIT_UPDATE. Without a transport (a fresh
+	// socket, a listener) only the size is kept.
+	r := newRig(t, mustProfile(t, "linux-6.12.68"))
+
+	fresh := r.k.Socket()
+	r.k.SetBufferSize(fresh, 4096)
+	l := r.k.Socket()
+	require.NoError(t, r.k.Bind(l, virtio.CIDAny, 10000, true))
+	require.NoError(t, r.k.Listen(l, 16))
+	r.k.SetBufferSize(l, 8192)
+	r.run()
+	require.Empty(t, r.take(), "no transport, no update")
+
+	syn := r.k.Socket()
+	require.ErrorIs(t, r.k.Connect(syn, 2, 9000), syscall.EINPROGRESS)
+	r.run()
+	r.take()
+	r.k.SetBufferSize(syn, 16384)
+	r.run()
+	sent := r.take()
+	require.Equal(t, []virtio.Op{virtio.OpCreditUpdate}, r.ops(sent), "SYN_SENT")
+	require.Equal(t, uint32(16384), sent[0].hdr.BufAlloc)
+
+	est := r.established()
+	r.transportReset()
+	require.Equal(t, StateClose, est.State())
+	r.take()
+	r.k.SetBufferSize(est, 32768)
+	r.run()
+	sent = r.take()
+	require.Equal(t, []virtio.Op{virtio.OpCreditUpdate}, r.ops(sent), "CLOSE after a transport reset")
+	require.Equal(t, uint32(32768), sent[0].hdr.BufAlloc)
+}

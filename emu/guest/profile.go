@@ -163,6 +163,14 @@ type Profile struct {
 	// moved and either less than 64 KiB would be free or the read emptied
 	// the queue (93b808876682, v6.8). Without it: only the 64 KiB test.
 	CreditUpdateOnDrain bool
+	// CreditUpdateOnSetRcvlowat: setting SO_RCVLOWAT above the queued bytes
+	// sends CREDIT_UPDATE when fwd_cnt moved since the last one
+	// (0fe1798968115, v6.8; the stable waves of Jan 2024 carried
+	// 93b808876682 alone, so not 6.6.y or 5.15.y).
+	CreditUpdateOnSetRcvlowat bool
+	// PollHonoursRcvlowat: EPOLLIN needs SO_RCVLOWAT queued bytes
+	// (ee0b3843a269 and e7a3266c9167, v6.1); before, any byte.
+	PollHonoursRcvlowat bool
 	// ShutdownRemoves: a peer SHUTDOWN with both flags removes the socket
 	// from the connected table (3a5cc90a4d17, v6.7).
 	ShutdownRemoves bool
@@ -187,6 +195,7 @@ var profiles = []Profile{
 		Source:   "Linux 6.6.y: sk_buff rewrite (71dc9ec9ac7d, v6.3) linear TX and 4140-byte RX buffers; 3a5cc90a4d17 shutdown removal (v6.7, backported Nov 2023); 93b808876682 credit update on drain; has_space in s64; 45ca7e9f0730 (rx_bytes accounting) never backported, so the receive check counts unread bytes",
 		TX:       TXLinear, RX: RX4140, Credit: CreditS64, Limit: QueueLimitBytes, LimitCountsUnread: true,
 		CreditUpdateOnDrain: true, ShutdownRemoves: true, DropRequestOnLive: true,
+		PollHonoursRcvlowat: true,
 	},
 	{
 		Name:     "linux-6.12.67",
@@ -194,6 +203,8 @@ var profiles = []Profile{
 		Source:   "Linux 6.12.67: linear TX; 3776-byte RX buffers and the hdr.len check; get_credit still u32 (its fix d05bc313788f came in 6.12.68) but gated by the s64 has_space; no credit cap",
 		TX:       TXLinear, RX: RX3776, Credit: CreditS64, Limit: QueueLimitBytes,
 		RXHdrLenCheck: true, CreditUpdateOnDrain: true, ShutdownRemoves: true, DropRequestOnLive: true,
+		PollHonoursRcvlowat:       true,
+		CreditUpdateOnSetRcvlowat: true,
 	},
 	{
 		Name:     "linux-6.12.68",
@@ -201,6 +212,8 @@ var profiles = []Profile{
 		Source:   "Linux 6.12.68 announcement: nonlinear TX above 32,404 bytes (6693731487a8 backported to include/linux/virtio_vsock.h), get_credit underflow fix (d05bc313788f) and credit cap min(peer buf_alloc, buf_alloc) (c0e42fb0e054 = mainline 8ee784fdf006, CVE-2026-23086)",
 		TX:       TXNonlinear, RX: RX3776, Credit: CreditMin, Limit: QueueLimitBytes,
 		RXHdrLenCheck: true, CreditUpdateOnDrain: true, ShutdownRemoves: true, DropRequestOnLive: true,
+		PollHonoursRcvlowat:       true,
+		CreditUpdateOnSetRcvlowat: true,
 	},
 	{
 		Name:     "linux-6.17",
@@ -208,6 +221,8 @@ var profiles = []Profile{
 		Source:   "Linux v6.17: nonlinear TX (6693731487a8), 3776-byte RX buffers (03a92f036a04), hdr.len check (0dab92484474); no credit cap: 8ee784fdf006 and 3ef3d52a1a98 were merged for v6.19 in January 2026, after 6.17.y had ended",
 		TX:       TXNonlinear, RX: RX3776, Credit: CreditS64, Limit: QueueLimitBytes,
 		RXHdrLenCheck: true, CreditUpdateOnDrain: true, ShutdownRemoves: true, DropRequestOnLive: true,
+		PollHonoursRcvlowat:       true,
+		CreditUpdateOnSetRcvlowat: true,
 	},
 	{
 		Name:     "linux-7.1-rc3",
@@ -215,6 +230,8 @@ var profiles = []Profile{
 		Source:   "Linux 059b7dbd20a6 \"vsock/virtio: fix potential unbounded skb queue\" without c6087c5aaad6: virtio_transport_inc_rx_pkt drops a packet when (qlen+1) * SKB_TRUESIZE(0) + buf_used + len > buf_alloc, silently; the peer is never told, so its credit shrinks by every dropped packet (host->guest credit leak)",
 		TX:       TXNonlinear, RX: RX3776, Credit: CreditMin, Limit: QueueLimitCombined,
 		RXHdrLenCheck: true, CreditUpdateOnDrain: true, ShutdownRemoves: true, DropRequestOnLive: true,
+		PollHonoursRcvlowat:       true,
+		CreditUpdateOnSetRcvlowat: true,
 	},
 	{
 		Name:     "linux-split-drop",
@@ -222,6 +239,8 @@ var profiles = []Profile{
 		Source:   "c6087c5aaad6's split receive check (buf_used + len > buf_alloc, or (qlen+1) * SKB_TRUESIZE(0) > buf_alloc) with the silent drop of the kernels before a4f0b001782b; every stable review cycle that carried c6087c5aaad6 (June 2026: 6.12, 6.18, 7.0) also carried a4f0b001782b",
 		TX:       TXNonlinear, RX: RX3776, Credit: CreditMin, Limit: QueueLimitDrop,
 		RXHdrLenCheck: true, CreditUpdateOnDrain: true, ShutdownRemoves: true, DropRequestOnLive: true,
+		PollHonoursRcvlowat:       true,
+		CreditUpdateOnSetRcvlowat: true,
 	},
 	{
 		Name:     "linux-7.0-reset",
@@ -229,6 +248,8 @@ var profiles = []Profile{
 		Source:   "Linux 059b7dbd20a6 + a4f0b001782b + c6087c5aaad6: split receive check; an overrun resets the connection with ENOBUFS (libkrun #795)",
 		TX:       TXNonlinear, RX: RX3776, Credit: CreditMin, Limit: QueueLimitReset,
 		RXHdrLenCheck: true, CreditUpdateOnDrain: true, ShutdownRemoves: true, DropRequestOnLive: true,
+		PollHonoursRcvlowat:       true,
+		CreditUpdateOnSetRcvlowat: true,
 	},
 }
 

@@ -105,6 +105,7 @@ func (k *Kernel) recvListen(l *Socket, hdr *virtio.Header) {
 	c.remote = Addr{CID: hdr.SrcCID, Port: hdr.SrcPort}
 	c.bufSize, c.bufMin, c.bufMax = l.bufSize, l.bufMin, l.bufMax
 	c.bufAlloc = c.bufSize
+	c.transport = true
 	c.peerBufAlloc, c.peerFwdCnt = hdr.BufAlloc, hdr.FwdCnt
 	k.hashConnected(c)
 	l.acceptq = append(l.acceptq, c)
