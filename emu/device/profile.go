@@ -191,8 +191,9 @@ type Profile struct {
 	// DuplicateOnPartialWrite: the pre-v1.14.0 iovec copy, where an error
 	// on the second or later iovec discards the count of bytes already
 	// moved: a WouldBlock mid-payload re-buffers bytes the host already got
-	// (TX), and bytes read into an earlier RX iovec are lost (notes 1.6;
-	// FC issue #5475, fixed by PR #5485).
+	// (TX), and bytes read into an earlier RX iovec are lost (FC issue
+	// #5475; fixed by 8e74e7d5c "fix(iovec): do not return error if some
+	// bytes were written", PR #5485, first tagged v1.14.0).
 	DuplicateOnPartialWrite bool
 	// HaltOnShortInlineTX: a lone TX descriptor shorter than 44+hdr.len is
 	// accepted and the worker panics when the payload is forwarded (CH
@@ -343,15 +344,6 @@ var profiles = []Profile{
 		CreditUpdateThreshold:   4096,
 	},
 	{
-		Name:                  "cloud-hypervisor-34",
-		Source:                "Cloud Hypervisor up to v34.x (CH@v34.0 487a43cdeef3, 2023-08-10): virtio-devices/src/vsock/packet.rs from_rx_virtq_head requires a header descriptor and a data descriptor, so the single-descriptor RX buffers of Linux 6.3+ (71dc9ec9ac7d; 6.1.63+) fail BufDescMissing, are returned with used length 0 and reposted, forever (issue #5691); from_tx_virtq_head takes the header and exactly one data descriptor. Fixed in v35.0 by a2752fe04 \"virtio-devices: vsock: Support single descriptor\" (PR #5692). No TRANSPORT_RESET on snapshot; fixed-start ports.",
-		TX:                    TXFirecrackerLegacy,
-		RX:                    RXCloudHypervisorLegacy,
-		Ports:                 PortsFixedStart,
-		Reset:                 ResetNone,
-		CreditUpdateThreshold: 4096,
-	},
-	{
 		Name:                  "cloud-hypervisor-50",
 		Source:                "Cloud Hypervisor v35.0..v50.x (CH@v50.0 9a24680abdfe virtio-devices/src/vsock/packet.rs, PR #5692): header in the head descriptor, payload a lone head's tail or exactly one data descriptor; a nonlinear header+32K+32K packet fails BufDescTooSmall, used 0, no RST; a lone descriptor shorter than 44+len panics the worker when forwarded (fixed v52.0, 9f405a21a); no TRANSPORT_RESET on snapshot (device.rs snapshot() only saves state); csm/muxer as Firecracker's, fixed-start ports. Notes 7.",
 		TX:                    TXCloudHypervisor,
@@ -393,6 +385,15 @@ var profiles = []Profile{
 		Ack:                   AckPeerPort,
 		HaltOnAckWriteError:   true,
 		CreditUpdateThreshold: 16384,
+	},
+	{
+		Name:                  "cloud-hypervisor-34",
+		Source:                "Cloud Hypervisor up to v34.x (CH@v34.0 487a43cdeef3, 2023-08-10): virtio-devices/src/vsock/packet.rs from_rx_virtq_head requires a header descriptor and a data descriptor, so the single-descriptor RX buffers of Linux 6.3+ (71dc9ec9ac7d; 6.1.63+) fail BufDescMissing, are returned with used length 0 and reposted, forever (issue #5691); from_tx_virtq_head takes the header and exactly one data descriptor. Fixed in v35.0 by a2752fe04 \"virtio-devices: vsock: Support single descriptor\" (PR #5692). No TRANSPORT_RESET on snapshot; fixed-start ports.",
+		TX:                    TXFirecrackerLegacy,
+		RX:                    RXCloudHypervisorLegacy,
+		Ports:                 PortsFixedStart,
+		Reset:                 ResetNone,
+		CreditUpdateThreshold: 4096,
 	},
 }
 
