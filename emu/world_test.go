@@ -871,3 +871,37 @@ func TestWorldFirecracker15RejectsModernRXBuffers(t *testing.T) {
 	require.Positive(t, w.Guest.Stats().RXDropped)
 	require.Contains(t, w.Eng.Log.String(), "used length 0 outside [44, 3776]")
 }
+
+// A device reset from the guest (virtio_vsock_remove, Device.Reset,
+// virtio_vsock_probe; FC main c4fdd7c90): the guest's connected sockets
+// are reset as by a TRANSPORT_RESET and stay in the table until closed,
+// the device's connections are gone, the rings start again from index 0
+// and new connections count from local port 2^30 again.
+func TestWorldDeviceReset(t *testing.T) {
+	w := newWorld(t, emu.Config{Device: "firecracker-main", Kernel: "linux-6.12.68"})
+	l := guestListen(t, w, 1234)
+	_, child, port := hostInitiated(t, w, l)
+	require.EqualValues(t, 1<<30, port)
+	require.NoError(t, w.ResetDevice())
+	w.Settle()
+	require.Equal(t, guest.StateClose, child.State())
+	require.Equal(t, syscall.ECONNRESET, child.Err())
+	require.Empty(t, w.Dev.Conns())
+	require.Equal(t, 1, w.Guest.Leaked())
+
+	// local_port_last went back to 2^30 - 1: the next connection comes from
+	// 2^30, which the leaked socket still names, and is refused.
+	_, _, refused := hostDial(t, w, 1234)
+	require.True(t, refused)
+	w.Guest.Close(child)
+	w.Settle()
+	hc, child2, port := hostInitiated(t, w, l)
+	require.EqualValues(t, 1<<30+1, port)
+	_, err := hc.Write([]byte("ping"))
+	require.NoError(t, err)
+	w.Settle()
+	require.Equal(t, []byte("ping"), guestDrain(t, w, child2))
+
+	w2 := newWorld(t, emu.Config{Device: "firecracker-1.16"})
+	require.ErrorIs(t, w2.ResetDevice(), device.ErrResetUnsupported)
+}

@@ -14,7 +14,7 @@ func TestParseErrors(t *testing.T) {
 		name, text, want string
 	}{
 		{"no world first", "boot\n----\n", `t.trace:1: a trace starts with a world directive, got "boot"`},
-		{"unknown command", "world\n----\n\nfly\n----\n", `t.trace:4: unknown command "fly" (known: boot, connect, counters, cycles, fault, hostd, init, report, resume, run, sockets, stream, suspend, timeline, verdict, wait-started, world)`},
+		{"unknown command", "world\n----\n\nfly\n----\n", `t.trace:4: unknown command "fly" (known: boot, connect, counters, cycles, device-reset, fault, hostd, init, report, resume, run, sockets, stream, suspend, timeline, verdict, wait-started, world)`},
 		{"unknown device", "world device=qemu\n----\n", `t.trace:1: world: unknown device profile "qemu" (known: firecracker-1.5`},
 		{"unknown kernel", "world kernel=linux-2.6\n----\n", `t.trace:1: world: unknown guest kernel profile "linux-2.6" (known: linux-5.15`},
 		{"bad seed", "world seed=x\n----\n", `t.trace:1: world: seed=x: expected a non-negative integer`},

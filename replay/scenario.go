@@ -185,6 +185,15 @@ func (sr *scenarioRun) cmdResume(d *trace.Directive) (string, error) {
 	return fmt.Sprintf("resumed at %s\n", sr.now()), nil
 }
 
+// cmdDeviceReset resets the device in place from the guest (unbind and bind
+// the driver): emu.World.ResetDevice.
+func (sr *scenarioRun) cmdDeviceReset(d *trace.Directive) (string, error) {
+	if err := sr.l.Do(func(w *emu.World) error { return w.ResetDevice() }); err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("device reset at %s\n", sr.now()), nil
+}
+
 // waitCycle waits for hostd's cycle n.
 func (sr *scenarioRun) waitCycle(n int, timeout time.Duration) (hostd.Cycle, error) {
 	if sr.sys == nil {

@@ -204,6 +204,11 @@ type Profile struct {
 	// the stream (FC main, PR #6041/#6077; notes 2.3). Released versions
 	// emit one RW per readiness and rely on level-triggered epoll.
 	RXDrain bool
+	// ResetInPlace: the device implements the virtio reset (FC main,
+	// c4fdd7c90, unreleased): Device.Reset drops every connection and
+	// restarts local_port_last at 2^30 - 1. Released versions cannot be
+	// reset.
+	ResetInPlace bool
 	// KillClearsTxBuf: kill() also discards the TX buffer (FC main commit
 	// 65c2ec472; notes 2.6).
 	KillClearsTxBuf bool
@@ -321,13 +326,14 @@ var profiles = []Profile{
 	},
 	{
 		Name:                    "firecracker-main",
-		Source:                  "Firecracker main, unreleased (FC@main 81b38b9dad60): RX gate persisted, kick re-signals only when armed (PR #6100); one readiness drains the host stream (PR #6041/#6077); kill() clears the TX buffer (65c2ec472). " + fcSources,
+		Source:                  "Firecracker main, unreleased (FC@main 81b38b9dad60): RX gate persisted, kick re-signals only when armed (PR #6100); one readiness drains the host stream (PR #6041/#6077); kill() clears the TX buffer (65c2ec472); the virtio device reset drops every connection and sets local_port_last back to 2^30 - 1 (c4fdd7c90, VsockBackend::reset). " + fcSources,
 		TX:                      TXFirecracker,
 		RX:                      RXFirecracker,
 		Ports:                   PortsPersisted,
 		RXGate:                  RXGatePersisted,
 		RXDrain:                 true,
 		KillClearsTxBuf:         true,
+		ResetInPlace:            true,
 		Reset:                   ResetBeforeSave,
 		ResumeSignalsEventQueue: true,
 		ResumeReplaysTX:         true,
