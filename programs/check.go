@@ -6,7 +6,6 @@ import (
 	"net"
 	"os"
 	"strings"
-	"testing"
 	"time"
 
 	"github.com/vsocklab/vsocklab/emu"
@@ -86,7 +85,7 @@ func writesArg(ws []labenv.Write) string {
 // longer than MaxStdoutBlock, and every byte is accounted for: delivered to
 // hostd in order, or reported dropped (by init with a warning, by the
 // device with its error line).
-func CheckSystem(t *testing.T, p Profile, data []byte) error {
+func CheckSystem(r lab.Runner, p Profile, data []byte) error {
 	ws := DecodeWrites(data)
 	if len(ws) == 0 {
 		return nil
@@ -98,7 +97,7 @@ func CheckSystem(t *testing.T, p Profile, data []byte) error {
 		span += w.Delay
 	}
 	var failure error
-	lab.Run(t, p.lab(), func(l *lab.Lab) {
+	r.Run(p.lab(), func(l *lab.Lab) {
 		s := Start(l, p.Init, []string{"writer", writesArg(ws)}, p.Hostd)
 		if _, err := s.WaitCycle(0, time.Minute); err != nil {
 			failure = fmt.Errorf("boot never started: %v", err)
@@ -134,12 +133,12 @@ func checkStdout(s *System, total int64) error {
 // held open or closed, pauses. Oracles: after every resume whose start
 // sequence finished, no socket a reset left behind stays in the guest's
 // connected table; every resume starts within 5 s.
-func CheckSuspendResume(t *testing.T, p Profile, data []byte) error {
+func CheckSuspendResume(r lab.Runner, p Profile, data []byte) error {
 	if len(data) > 64 {
 		data = data[:64]
 	}
 	var failure error
-	lab.Run(t, p.lab(), func(l *lab.Lab) {
+	r.Run(p.lab(), func(l *lab.Lab) {
 		s := Start(l, p.Init, []string{"idle"}, p.Hostd)
 		if _, err := s.WaitCycle(0, 10*time.Minute); err != nil {
 			failure = fmt.Errorf("boot never started: %v", err)

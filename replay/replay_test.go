@@ -29,7 +29,7 @@ func replayFile(t *testing.T, path string, opts Options) *Result {
 	require.NoError(t, err)
 	f, err := Parse(filepath.Base(path), string(text))
 	require.NoError(t, err)
-	return RunFile(t, f, opts)
+	return RunFile(lab.T(t), f, opts)
 }
 
 // TestIncidents replays the incident library and compares every directive's
