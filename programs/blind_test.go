@@ -19,9 +19,9 @@ func TestBlindSearch(t *testing.T) {
 	if target == "" {
 		t.Skip("set VSOCKLAB_BLIND=system or suspendresume")
 	}
-	check, p := CheckSystem, ProfileFromEnv(CurrentWedge, HistoricalWedge)
+	check, p := CheckSystem, SetupFromEnv(CurrentWedge, HistoricalWedge)
 	if target == "suspendresume" {
-		check, p = CheckSuspendResume, ProfileFromEnv(CurrentResume, HistoricalResume)
+		check, p = CheckSuspendResume, SetupFromEnv(CurrentResume, HistoricalResume)
 	}
 	budget := 120 * time.Second
 	if s := os.Getenv("VSOCKLAB_BLIND_BUDGET"); s != "" {

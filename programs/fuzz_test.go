@@ -15,7 +15,7 @@ import (
 func FuzzSystem(f *testing.F) {
 	f.Add([]byte{0x00, 0x10, 0x00, 0x0a}) // one 4 KiB write after 10 ms
 	f.Add([]byte{0x00, 0x10, 0x00, 0x01, 0x00, 0x10, 0x00, 0x01, 0x00, 0x02, 0x00, 0x05})
-	p := ProfileFromEnv(CurrentWedge, HistoricalWedge)
+	p := SetupFromEnv(CurrentWedge, HistoricalWedge)
 	f.Fuzz(func(t *testing.T, data []byte) {
 		require.NoError(t, CheckSystem(lab.T(t), p, data))
 	})
@@ -30,7 +30,7 @@ func FuzzSystem(f *testing.F) {
 func FuzzSuspendResume(f *testing.F) {
 	f.Add([]byte{3, 1, 2})    // a pause, a connection opened and closed
 	f.Add([]byte{1, 7, 2, 3}) // connections opened and closed, pauses
-	p := ProfileFromEnv(CurrentResume, HistoricalResume)
+	p := SetupFromEnv(CurrentResume, HistoricalResume)
 	f.Fuzz(func(t *testing.T, data []byte) {
 		require.NoError(t, CheckSuspendResume(lab.T(t), p, data))
 	})
