@@ -16,7 +16,7 @@ func TestRunUntilBounded(t *testing.T) {
 	require.ErrorAs(t, settle(eng), &np)
 }
 
-func TestInput(t *testing.T) {
+func TestInputReadsZeroPastTheEnd(t *testing.T) {
 	w := &input{b: []byte{1, 2, 3}}
 	require.Equal(t, byte(1), w.u8())
 	require.Equal(t, uint16(0x0302), w.u16())

@@ -32,9 +32,9 @@ func replayFile(t *testing.T, path string, opts Options) *Result {
 	return RunFile(lab.T(t), f, opts)
 }
 
-// TestIncidents replays the incident library and compares every directive's
+// TestIncidentsReplayAsWritten replays the incident library and compares every directive's
 // output with the file; -rewrite writes the actual output back.
-func TestIncidents(t *testing.T) {
+func TestIncidentsReplayAsWritten(t *testing.T) {
 	for _, path := range incidentFiles(t) {
 		t.Run(filepath.Base(path), func(t *testing.T) {
 			res := replayFile(t, path, Options{})
