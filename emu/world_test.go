@@ -905,3 +905,23 @@ func TestWorldDeviceReset(t *testing.T) {
 	w2 := newWorld(t, emu.Config{Device: "firecracker-1.16"})
 	require.ErrorIs(t, w2.ResetDevice(), device.ErrResetUnsupported)
 }
+
+func TestRXCompatibilityFollowsTheDeviceParser(t *testing.T) {
+	for _, d := range device.Profiles() {
+		for _, k := range guest.Profiles() {
+			// Only FC v1.5 and CH before v35 want a header descriptor and
+			// exactly one data descriptor (FC issue #4284, CH issue #5691):
+			// the pkt-era 44+4096 buffers.
+			legacy := d.RX == device.RXFirecrackerLegacy || d.RX == device.RXCloudHypervisorLegacy
+			want := !legacy || k.RX == guest.RXTwoDesc
+			require.Equal(t, want, emu.RXCompatible(d, k), "%s with %s", d.Name, k.Name)
+		}
+		kernel, ok := emu.KernelFor(d)
+		require.True(t, ok, d.Name)
+		if d.RX == device.RXFirecrackerLegacy || d.RX == device.RXCloudHypervisorLegacy {
+			require.Equal(t, "linux-5.15", kernel, d.Name)
+		} else {
+			require.Equal(t, emu.DefaultKernel, kernel, d.Name)
+		}
+	}
+}

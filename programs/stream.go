@@ -11,16 +11,16 @@ import (
 	"time"
 
 	"github.com/vsocklab/vsocklab/emu/lab"
-	"github.com/vsocklab/vsocklab/guestinit/labenv"
 	"github.com/vsocklab/vsocklab/hostd"
+	"github.com/vsocklab/vsocklab/internal/pattern"
 	"github.com/vsocklab/vsocklab/virtio"
 )
 
 // StreamSpec is one paced byte stream across the device, between a writer
 // on one side and a reader on the other: the writer sends Size bytes every
 // Every until Total; the reader reads at most ReadSize bytes every
-// ReadEvery (0: as fast as the data comes). The bytes follow labenv's
-// position-dependent pattern, so the reader can tell a lost, duplicated or
+// ReadEvery (0: as fast as the data comes). The bytes follow the
+// position-dependent test pattern (internal/pattern), so the reader can tell a lost, duplicated or
 // reordered byte from the right one.
 type StreamSpec struct {
 	FromHost  bool // the host writes to a guest listener; else the guest writes to a host listener
@@ -105,9 +105,9 @@ func (s *Stream) read(ln net.Listener) {
 		}
 		n, err := c.Read(buf)
 		s.mu.Lock()
-		for i, b := range buf[:n] {
-			if s.st.OutOfOrderAt < 0 && b != labenv.Pattern(s.st.Delivered+int64(i)) {
-				s.st.OutOfOrderAt = s.st.Delivered + int64(i)
+		if s.st.OutOfOrderAt < 0 {
+			if i := pattern.Mismatch(buf[:n], uint64(s.st.Delivered)); i >= 0 {
+				s.st.OutOfOrderAt = s.st.Delivered + i
 			}
 		}
 		s.st.Delivered += int64(n)
@@ -146,7 +146,7 @@ func (s *Stream) write(ctx context.Context) {
 	chunk := make([]byte, max(s.spec.Size, 1))
 	for off := int64(0); off < s.spec.Total; {
 		n := min(int64(len(chunk)), s.spec.Total-off)
-		labenv.FillPattern(chunk[:n], off)
+		pattern.Fill(chunk[:n], uint64(off))
 		s.mu.Lock()
 		s.st.Blocked, s.since = true, s.l.Now()
 		s.mu.Unlock()

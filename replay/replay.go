@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-	"testing"
 
 	"github.com/vsocklab/vsocklab/emu"
 	"github.com/vsocklab/vsocklab/emu/lab"
@@ -105,7 +104,7 @@ func Parse(name, text string) (*trace.File, error) {
 // RunFile replays every scenario of f, each in its own lab bubble. Errors
 // in a directive (a workload that will not parse, a wait that times out) are
 // printed as its output, "error: ...", so that they are part of the story.
-func RunFile(t testing.TB, f *trace.File, opts Options) *Result {
+func RunFile(r lab.Runner, f *trace.File, opts Options) *Result {
 	res := &Result{File: f, Outputs: make([]string, len(f.Directives))}
 	for start := 0; start < len(f.Directives); {
 		end := start + 1
@@ -116,7 +115,7 @@ func RunFile(t testing.TB, f *trace.File, opts Options) *Result {
 		sc := sr.sc
 		res.Scenarios = append(res.Scenarios, sc)
 		first, last := start, end
-		r := lab.Run(t, sr.labConfig(), func(l *lab.Lab) {
+		run := r.Run(sr.labConfig(), func(l *lab.Lab) {
 			sr.l = l
 			sr.start(opts)
 			for i := first; i < last; i++ {
@@ -124,9 +123,9 @@ func RunFile(t testing.TB, f *trace.File, opts Options) *Result {
 			}
 			sr.finish()
 		})
-		sc.Report.LogSHA256 = r.Hash
-		sc.Log = r.Log
-		sc.records = r.World.Eng.Log.Records()
+		sc.Report.LogSHA256 = run.Hash
+		sc.Log = run.Log
+		sc.records = run.World.Eng.Log.Records()
 		start = end
 	}
 	return res

@@ -19,6 +19,7 @@ import (
 	"github.com/vsocklab/vsocklab/emu/lab"
 	"github.com/vsocklab/vsocklab/guestinit"
 	"github.com/vsocklab/vsocklab/programs"
+	"github.com/vsocklab/vsocklab/vsockport"
 )
 
 // serveMain runs a world in real time with guestinit inside, and exposes
@@ -36,8 +37,8 @@ func serveMain(args []string) int {
 	forward := fs.String("forward", "", "comma-separated host ports guest-initiated connections are forwarded to (<uds>_<port>; default: the log port)")
 	var opts guestinit.Options
 	var apiPort, logPort uint
-	fs.UintVar(&apiPort, "api-port", 10000, "init API vsock port")
-	fs.UintVar(&logPort, "log-port", 10001, "host port init sends its logs to")
+	fs.UintVar(&apiPort, "api-port", vsockport.API, "init API vsock port")
+	fs.UintVar(&logPort, "log-port", vsockport.Log, "host port init sends its logs to")
 	fs.BoolVar(&opts.NoVsockWriteTimeout, "no-write-timeout", false, "init without the vsock write timeout (historical)")
 	fs.BoolVar(&opts.KeepResetSessions, "keep-reset-sessions", false, "init that never closes reset session sockets (historical)")
 	showLog := fs.Bool("log", false, "print the event log to standard error as it happens")
