@@ -189,7 +189,7 @@ type Profile struct {
 var profiles = []Profile{
 	{
 		Name:     "linux-5.15",
-		Releases: "v5.15 and 5.15.y before the stable backports of Nov 2023 to Jan 2024 (shutdown removal, the has_space wrap fix of 5.15.y's 20 Dec 2023 release, the credit update on drain of its 25 Jan 2024 release)",
+		Releases: "v5.15, and 5.15.y until the vsock fixes of its Dec 2023 and Jan 2024 stable waves (the has_space wrap fix and the credit update on drain; both seen in 5.4.y's waves, 5.4.265 and 5.4.268, and inferred for 5.15.y)",
 		Source:   "Linux v5.15 (virtio_vsock_pkt era): header + one data descriptor TX, 44+4096 RX buffers (virtio_transport.c virtio_vsock_rx_fill), has_space in u32, receive check on rx_bytes (virtio_transport_inc_rx_pkt), credit update only below 64 KiB free",
 		TX:       TXTwoDesc, RX: RXTwoDesc, Credit: CreditU32, Limit: QueueLimitBytes, LimitCountsUnread: true,
 		DropRequestOnLive: true,
@@ -197,7 +197,7 @@ var profiles = []Profile{
 	{
 		Name:     "linux-6.6",
 		Releases: "6.6.14 to 6.6.102: after the credit update on drain (93b808876682, v6.8; stable 25 Jan 2024) and before the 3776-byte RX buffers (03a92f036a04, stable wave of 28 Aug 2025 with 6.1.149)",
-		Source:   "Linux 6.6.y: sk_buff rewrite (71dc9ec9ac7d, v6.3) linear TX and 4140-byte RX buffers; 3a5cc90a4d17 shutdown removal (v6.7, backported Nov 2023); 93b808876682 credit update on drain; has_space in s64; 45ca7e9f0730 (rx_bytes accounting) never backported, so the receive check counts unread bytes",
+		Source:   "Linux 6.6.y: sk_buff rewrite (71dc9ec9ac7d, v6.3) linear TX and 4140-byte RX buffers; 3a5cc90a4d17 shutdown removal (v6.7; in the Nov 2023 stable wave, seen in 6.1.63's review series); 93b808876682 credit update on drain; has_space in s64; 45ca7e9f0730 (rx_bytes accounting) never backported, so the receive check counts unread bytes",
 		TX:       TXLinear, RX: RX4140, Credit: CreditS64, Limit: QueueLimitBytes, LimitCountsUnread: true,
 		CreditUpdateOnDrain: true, ShutdownRemoves: true, DropRequestOnLive: true,
 		PollHonoursRcvlowat: true,
