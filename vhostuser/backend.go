@@ -119,6 +119,7 @@ func Listen(cfg Config) (*Backend, error) {
 		b.lab.Host.ReachRealSockets()
 		go b.lab.Host.Expose(b.host)
 	}
+	b.logf("back-end for device %s, guest cid %d, host side on %s", cfg.Device, cfg.CID, udsPath)
 	return b, nil
 }
 

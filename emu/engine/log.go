@@ -27,6 +27,43 @@ const (
 	KindAll Kind = 0xffff
 )
 
+// kindNames are the kinds' names in trace files and on command lines.
+var kindNames = []struct {
+	name string
+	k    Kind
+}{
+	{"packet", KindPacket}, {"conn", KindConn}, {"credit", KindCredit}, {"host", KindHost},
+	{"program", KindProgram}, {"fault", KindFault}, {"invariant", KindInvariant}, {"world", KindWorld},
+}
+
+// ParseKinds reads a comma-separated list of kind names ("packet,fault"),
+// or "all".
+func ParseKinds(list string) (Kind, error) {
+	var k Kind
+	for _, f := range strings.Split(list, ",") {
+		f = strings.TrimSpace(f)
+		if f == "all" {
+			k |= KindAll
+			continue
+		}
+		found := false
+		for _, n := range kindNames {
+			if n.name == f {
+				k |= n.k
+				found = true
+			}
+		}
+		if !found {
+			names := make([]string, len(kindNames))
+			for i, n := range kindNames {
+				names[i] = n.name
+			}
+			return 0, fmt.Errorf("unknown log kind %q (known: %s, all)", f, strings.Join(names, ", "))
+		}
+	}
+	return k, nil
+}
+
 // Record is one line of the event log.
 type Record struct {
 	At   time.Duration
