@@ -85,13 +85,14 @@ func newHarness(t testing.TB, device string) *harness {
 	h.b = b
 	ctx, cancel := context.WithCancel(context.Background())
 	go func() { h.served <- b.Serve(ctx) }()
-	c, err := net.DialUnix("unix", nil, &net.UnixAddr{Name: filepath.Join(dir, "vhost.sock"), Net: "unix"})
-	require.NoError(t, err)
-	h.frontend = newFrontend(t, c)
+	h.frontend = newFrontend(t, dialBackend(t, h))
 	t.Cleanup(func() {
 		cancel()
 		h.c.Close()
-		<-h.served
+		select {
+		case <-h.served:
+		case <-time.After(10 * time.Second): // a test that failed after taking the result
+		}
 		b.Close()
 		h.frontend.close()
 	})
@@ -123,6 +124,12 @@ func (h *harness) logText() string {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return strings.Join(h.log, "\n")
+}
+
+func dialBackend(t testing.TB, h *harness) *net.UnixConn {
+	c, err := net.DialUnix("unix", nil, &net.UnixAddr{Name: filepath.Join(h.dir, "vhost.sock"), Net: "unix"})
+	require.NoError(t, err)
+	return c
 }
 
 func newFrontend(t testing.TB, c *net.UnixConn) *frontend {
