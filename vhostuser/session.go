@@ -335,10 +335,7 @@ func (s *session) setVringFD(m *message) error {
 		if noFD {
 			return protoErr(name, "ring %d: polling without a kick eventfd is not supported", q)
 		}
-		if s.running {
-			// A new kick fd for a started ring: swap the watcher only.
-			s.stopKick(q)
-		}
+		s.stopKick(q) // a new kick eventfd replaces the ring's old one
 		f, err := kickFile(m.takeFD())
 		if err != nil {
 			return protoErr(name, "ring %d: kick eventfd: %v", q, err)
