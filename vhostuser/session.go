@@ -9,11 +9,17 @@ import (
 	"github.com/vsocklab/vsocklab/virtio"
 )
 
-// Offered features. Neither VIRTIO_F_EVENT_IDX nor VIRTIO_F_INDIRECT_DESC
-// is offered: the devices the profiles model offer neither (Firecracker
-// src/vmm/src/devices/virtio/vsock/device.rs AVAIL_FEATURES, v1.14.0:
-// VERSION_1 and IN_ORDER), and the driver's TX layout must reach the device
-// as the direct chains those devices parse.
+// Offered features: VIRTIO_F_VERSION_1 and, for the vhost-user protocol,
+// VHOST_USER_F_PROTOCOL_FEATURES.
+//
+// VIRTIO_F_INDIRECT_DESC is not offered because no modelled device offers
+// it (Firecracker src/vmm/src/devices/virtio/vsock/device.rs
+// AVAIL_FEATURES: VERSION_1 and IN_ORDER, plus EVENT_IDX on main, read
+// 2026-11-26): with it, Linux's virtio_ring would hand a multi-buffer TX
+// packet over as one indirect table, a layout the modelled devices never
+// see. VIRTIO_F_EVENT_IDX only changes when notifications are sent, not what
+// the device sees; without it the back-end needs no used_event or
+// avail_event, and signals every used buffer.
 const (
 	offeredFeatures = FeatureVersion1 | FeatureProtocolFeatures
 	// MQ is offered so that QEMU asks GET_QUEUE_NUM and learns the two
