@@ -74,17 +74,23 @@ func newHarness(t testing.TB, device string) *harness {
 }
 
 func newHarnessLogging(t testing.TB, device string, kinds engine.Kind) *harness {
+	return newHarnessWith(t, func(c *Config) { c.Device, c.LogKinds = device, kinds })
+}
+
+// newHarnessWith starts a back-end whose Config set adjusts.
+func newHarnessWith(t testing.TB, set func(*Config)) *harness {
 	dir := t.TempDir()
 	h := &harness{dir: dir, uds: filepath.Join(dir, "v.sock"), served: make(chan error, 1)}
-	b, err := Listen(Config{
-		Socket: filepath.Join(dir, "vhost.sock"), UDS: h.uds, Device: device,
-		LogKinds: kinds,
+	cfg := Config{
+		Socket: filepath.Join(dir, "vhost.sock"), UDS: h.uds,
 		Log: func(r engine.Record) {
 			h.mu.Lock()
 			h.log = append(h.log, r.String())
 			h.mu.Unlock()
 		},
-	})
+	}
+	set(&cfg)
+	b, err := Listen(cfg)
 	require.NoError(t, err)
 	h.b = b
 	ctx, cancel := context.WithCancel(context.Background())
