@@ -35,13 +35,12 @@ type session struct {
 	r *msgReader
 
 	features    uint64
-	featuresSet bool
 	protocol    uint64
+	protocolSet bool      // SET_PROTOCOL_FEATURES received
 	mem         *memTable // what the device sees, once handed over
 	rings       [numRings]vring
 	running     bool
 	errFDs      [numRings]int
-	owner       bool
 }
 
 func newSession(b *Backend, c *net.UnixConn) *session {
@@ -74,6 +73,15 @@ func (s *session) run() error {
 	}
 }
 
+// protocolNegotiated: the back-end always offers
+// VHOST_USER_F_PROTOCOL_FEATURES; the front-end takes it by acking it in
+// SET_FEATURES or by setting protocol features at all. QEMU before
+// 02b61f38d3 ("hw/virtio: incorporate backend features in features") did
+// only the latter and still sent SET_VRING_ENABLE.
+func (s *session) protocolNegotiated() bool {
+	return s.features&FeatureProtocolFeatures != 0 || s.protocolSet
+}
+
 // handle carries out one request and returns its reply payload, nil when
 // the request has none.
 func (s *session) handle(m *message) ([]byte, error) {
@@ -102,8 +110,8 @@ func (s *session) handle(m *message) ([]byte, error) {
 		if extra := f &^ offeredFeatures; extra != 0 {
 			return nil, protoErr(name, "features %#x include %#x, never offered", f, extra)
 		}
-		s.features, s.featuresSet = f, true
-		if f&FeatureProtocolFeatures == 0 {
+		s.features = f
+		if !s.protocolNegotiated() {
 			// Without PROTOCOL_FEATURES rings are enabled from the start
 			// (vhost-user.rst, "Ring states").
 			for q := range numRings {
@@ -124,7 +132,7 @@ func (s *session) handle(m *message) ([]byte, error) {
 		if extra := f &^ offeredProtocol; extra != 0 {
 			return nil, protoErr(name, "protocol features %#x include %#x, never offered", f, extra)
 		}
-		s.protocol = f
+		s.protocol, s.protocolSet = f, true
 		return nil, nil
 	case reqGetQueueNum:
 		if err := fixed(0, 0); err != nil {
@@ -135,8 +143,7 @@ func (s *session) handle(m *message) ([]byte, error) {
 		if err := fixed(0, 0); err != nil {
 			return nil, err
 		}
-		s.owner = true
-		return nil, nil
+		return nil, nil // one front-end per connection: nothing to own
 	case reqResetOwner:
 		if err := fixed(0, 0); err != nil {
 			return nil, err
@@ -148,7 +155,6 @@ func (s *session) handle(m *message) ([]byte, error) {
 			s.stopRing(q)
 			s.rings[q] = vring{}
 		}
-		s.owner = false
 		return nil, nil
 	case reqGetConfig:
 		return s.getConfig(m)
@@ -237,7 +243,7 @@ func (s *session) vringState(m *message, q int, num uint32) ([]byte, error) {
 		if num > 1 {
 			return nil, protoErr(name, "ring %d: enable %d, want 0 or 1", q, num)
 		}
-		if s.features&FeatureProtocolFeatures == 0 {
+		if !s.protocolNegotiated() {
 			return nil, protoErr(name, "VHOST_USER_F_PROTOCOL_FEATURES not negotiated")
 		}
 		s.b.sig.setEnabled(q, num == 1)
@@ -256,7 +262,7 @@ func (s *session) vringState(m *message, q int, num uint32) ([]byte, error) {
 			return nil, protoErr(name, "%v", err)
 		}
 		s.stopRing(q)
-		if s.features&FeatureProtocolFeatures != 0 {
+		if s.protocolNegotiated() {
 			s.b.sig.setEnabled(q, false)
 		}
 		return vringState(uint32(q), uint32(r.base)), nil
