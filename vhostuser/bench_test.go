@@ -15,14 +15,21 @@ import (
 )
 
 // BenchmarkTXPacket is the back-end's cost per packet, seen from the
-// guest: write a chain (r44 rN) into the TX ring, kick, and wait for the
-// call eventfd after the device popped, parsed, forwarded the payload to
-// the host's socket and pushed the chain back. The guest honours the
-// device's credit, asking for it when it runs out. Logging is the
-// back-end's default (world and fault records only).
+// guest: write a chain into the TX ring, kick, and wait for the call
+// eventfd after the device popped, parsed and pushed the chain back.
+// "credit-update" is a header-only packet (r44) the device takes without
+// host I/O: kick, pop, parse, push, call and nothing else. The RW cases
+// (r44 rN) also forward the payload to a real host socket through the
+// lab's bridge. The guest honours the device's credit, asking for it when
+// it runs out. Logging is the back-end's default (world and fault records
+// only).
 func BenchmarkTXPacket(b *testing.B) {
-	for _, size := range []int{64, 4096} {
-		b.Run(sizeName(size), func(b *testing.B) {
+	for _, size := range []int{0, 64, 4096} {
+		name := sizeName(size)
+		if size == 0 {
+			name = "credit-update"
+		}
+		b.Run(name, func(b *testing.B) {
 			h := newHarnessLogging(b, "firecracker-1.14", engine.KindWorld|engine.KindFault)
 			h.handshake()
 			h.start()
@@ -39,7 +46,9 @@ func BenchmarkTXPacket(b *testing.B) {
 
 			peerBuf, peerFwd, sent := resp.BufAlloc, resp.FwdCnt, uint32(0)
 			payload := make([]byte, size)
-			b.SetBytes(int64(size))
+			if size > 0 {
+				b.SetBytes(int64(size))
+			}
 			b.ReportAllocs()
 			b.ResetTimer()
 			for range b.N {
@@ -49,7 +58,11 @@ func BenchmarkTXPacket(b *testing.B) {
 					p, _ := h.recvPkt(wait)
 					peerBuf, peerFwd = p.BufAlloc, p.FwdCnt
 				}
-				h.sendPkt(hdr(49152, 5000, virtio.OpRW, 65536, 0), payload)
+				if size == 0 {
+					h.sendPkt(hdr(49152, 5000, virtio.OpCreditUpdate, 65536, 0), nil)
+				} else {
+					h.sendPkt(hdr(49152, 5000, virtio.OpRW, 65536, 0), payload)
+				}
 				sent += uint32(size)
 				if !waitCall(h.call[virtio.QueueTX], wait) {
 					b.Fatal("no TX interrupt")

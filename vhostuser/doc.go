@@ -84,12 +84,24 @@
 // profile, so fixed-start profiles (Firecracker before v1.15) begin again
 // at 2^30 and persisted ones go on. The log says "rings stopped (cycle N)",
 // "device restored (PROFILE): local_port_last ..." and "rings started again
-// (cycle N)".
+// (cycle N)". The guest's side of such a cycle matches a snapshot's: the
+// driver's remove path resets every connected socket with the function the
+// TRANSPORT_RESET event handler uses (Linux net/vmw_vsock/virtio_transport.c,
+// virtio_vsock_vqs_del, called by virtio_vsock_remove since v5.18, applies
+// virtio_vsock_reset_sock to every connected socket, as
+// virtio_vsock_event_handle does for VIRTIO_VSOCK_EVENT_TRANSPORT_RESET).
 //
 // A ring disabled by SET_VRING_ENABLE 0 but not stopped is not kicked and
 // its interrupts are held until it is enabled again; the device itself is
 // not paused, so host data may still be written into an RX ring QEMU
 // disabled. QEMU 7.2 disables the rings only right before GET_VRING_BASE.
+//
+// Guest memory is shared with a running guest and read with plain loads:
+// the back-end relies on x86's ordering (loads are not reordered with
+// loads, nor stores with stores) where a driver on another CPU writes a
+// descriptor before the available index, and on the eventfd syscalls as
+// full barriers between a kick and the reads it announces. Other
+// architectures would need explicit barriers.
 //
 // # Logs and captures
 //
