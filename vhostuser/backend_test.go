@@ -13,6 +13,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/vsocklab/vsocklab/emu"
 	"github.com/vsocklab/vsocklab/replay"
 	"github.com/vsocklab/vsocklab/virtio"
 )
@@ -246,4 +247,35 @@ func TestCaptureRecordsEveryPacket(t *testing.T) {
 	require.Equal(t, virtio.OpRequest, got[0].Op)
 	require.Equal(t, uint32(6001), got[0].DstPort)
 	require.Equal(t, virtio.OpRST, got[1].Op)
+}
+
+// The seed-000 mechanism through the back-end: Cloud Hypervisor before v51
+// reads only the first data descriptor, so a packet whose payload spans two
+// is dropped, and the log shows the chain's shape.
+func TestCloudHypervisor50DropsAChainSpanningTwoDataDescriptors(t *testing.T) {
+	h := newHarnessWith(t, func(c *Config) { c.Device = "cloud-hypervisor-50" })
+	h.handshake()
+	h.start()
+	ln, err := net.Listen("unix", h.uds+"_5002")
+	require.NoError(t, err)
+	defer ln.Close()
+	h.sendPkt(hdr(49156, 5002, virtio.OpRequest, 65536, 0), nil)
+	host, err := acceptWithin(ln, wait)
+	require.NoError(t, err)
+	defer host.Close()
+	resp, _ := h.recvPkt(wait)
+	require.Equal(t, virtio.OpResponse, resp.Op)
+
+	h.sendShaped(hdr(49156, 5002, virtio.OpRW, 65536, 0), []byte("0123456789abcdef"), 8, 8)
+	require.Eventually(t, func() bool { return h.logged("dropped TX chain r44 r8 r8") }, wait, 10*time.Millisecond, h.logText())
+	var bad uint64
+	require.NoError(t, h.b.Lab().Do(func(w *emu.World) error { bad = w.Dev.Stats().BadTXChains; return nil }))
+	require.Equal(t, uint64(1), bad)
+
+	h.sendShaped(hdr(49156, 5002, virtio.OpRW, 65536, 0), []byte("linear"), 6)
+	got := make([]byte, 6)
+	require.NoError(t, host.SetReadDeadline(time.Now().Add(wait)))
+	_, err = io.ReadFull(host, got)
+	require.NoError(t, err)
+	require.Equal(t, "linear", string(got), "a one-descriptor payload passes")
 }

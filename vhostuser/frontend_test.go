@@ -409,6 +409,12 @@ func (f *frontend) reapTX() int {
 // sendPkt lays a packet out as Linux 6.1 does for data, header and payload
 // in two descriptors (r44 rN), or the header alone, and kicks TX.
 func (f *frontend) sendPkt(h virtio.Header, payload []byte) {
+	f.sendShaped(h, payload, uint32(len(payload)))
+}
+
+// sendShaped lays the payload out in data descriptors of the given lengths
+// after the header's, as a nonlinear skb's fragments.
+func (f *frontend) sendShaped(h virtio.Header, payload []byte, lens ...uint32) {
 	f.reapTX()
 	h.Len = uint32(len(payload))
 	addr := txArea + uint64(f.txNext%txSlots)*txSlot
@@ -419,7 +425,11 @@ func (f *frontend) sendPkt(h virtio.Header, payload []byte) {
 	bufs := []virtio.Buffer{{Addr: addr, Len: virtio.HeaderLen}}
 	if len(payload) > 0 {
 		f.must(f.mem.WriteAt(payload, addr+0x100))
-		bufs = append(bufs, virtio.Buffer{Addr: addr + 0x100, Len: uint32(len(payload))})
+		at := addr + 0x100
+		for _, n := range lens {
+			bufs = append(bufs, virtio.Buffer{Addr: at, Len: n})
+			at += uint64(n)
+		}
 	}
 	_, err := f.drv[virtio.QueueTX].Add(bufs)
 	f.must(err)

@@ -427,6 +427,9 @@ func (s *session) stopDevice() error {
 	}
 	var st [3]virtio.QueueState
 	err := s.b.lab.Do(func(w *emu.World) error {
+		if w.RingsRunning() {
+			s.b.badTXStopped += w.Dev.Stats().BadTXChains
+		}
 		var err error
 		st, err = w.StopRings()
 		return err
