@@ -61,6 +61,21 @@ func (c *Config) defaults() {
 	}
 }
 
+// deviceProfile is the device's profile with the connection limit applied.
+func (c *Config) deviceProfile() (device.Profile, error) {
+	if c.MaxConnections < 0 {
+		return device.Profile{}, fmt.Errorf("connection limit %d: must be positive, or 0 for the device's own", c.MaxConnections)
+	}
+	p, err := device.LookupProfile(c.Device)
+	if err != nil {
+		return device.Profile{}, err
+	}
+	if c.MaxConnections > 0 {
+		p.MaxConnections = c.MaxConnections
+	}
+	return p, nil
+}
+
 // World is one microVM with its vsock device and host.
 type World struct {
 	Eng   *engine.Engine
@@ -96,15 +111,9 @@ type Counters struct {
 // its Unix socket path, and the guest kernel with its buffers posted.
 func New(cfg Config) (*World, error) {
 	cfg.defaults()
-	if cfg.MaxConnections < 0 {
-		return nil, fmt.Errorf("connection limit %d: must be positive, or 0 for the device's own", cfg.MaxConnections)
-	}
-	devProf, err := device.LookupProfile(cfg.Device)
+	devProf, err := cfg.deviceProfile()
 	if err != nil {
 		return nil, err
-	}
-	if cfg.MaxConnections > 0 {
-		devProf.MaxConnections = cfg.MaxConnections
 	}
 	kernProf, err := guest.LookupProfile(cfg.Kernel)
 	if err != nil {

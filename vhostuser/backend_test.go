@@ -20,22 +20,29 @@ import (
 
 const wait = 10 * time.Second
 
+// guestConnect connects guest port src to a real host listener on
+// <uds>_<dst>, offering bufAlloc bytes of credit, and returns the host's end
+// and the device's RESPONSE.
+func guestConnect(t testing.TB, h *harness, src, dst, bufAlloc uint32) (net.Conn, virtio.Header) {
+	t.Helper()
+	ln, err := net.Listen("unix", h.uds+"_"+strconv.FormatUint(uint64(dst), 10))
+	require.NoError(t, err)
+	t.Cleanup(func() { ln.Close() })
+	h.sendPkt(hdr(src, dst, virtio.OpRequest, bufAlloc, 0), nil)
+	host, err := acceptWithin(ln, wait)
+	require.NoError(t, err)
+	t.Cleanup(func() { host.Close() })
+	resp, _ := h.recvPkt(wait)
+	require.Equal(t, virtio.OpResponse, resp.Op, pktString(resp))
+	return host, resp
+}
+
 func TestGuestConnectReachesHostListenerAndDataFlowsBothWays(t *testing.T) {
 	h := newHarness(t, "firecracker-1.14")
 	h.handshake()
 	h.start()
 
-	ln, err := net.Listen("unix", h.uds+"_5000")
-	require.NoError(t, err)
-	defer ln.Close()
-
-	h.sendPkt(hdr(49152, 5000, virtio.OpRequest, 65536, 0), nil)
-	host, err := acceptWithin(ln, wait)
-	require.NoError(t, err)
-	defer host.Close()
-
-	resp, _ := h.recvPkt(wait)
-	require.Equal(t, virtio.OpResponse, resp.Op, pktString(resp))
+	host, resp := guestConnect(t, h, 49152, 5000, 65536)
 	require.Equal(t, uint32(5000), resp.SrcPort)
 	require.Equal(t, uint32(49152), resp.DstPort)
 	require.Equal(t, uint64(3), resp.DstCID)
@@ -43,7 +50,7 @@ func TestGuestConnectReachesHostListenerAndDataFlowsBothWays(t *testing.T) {
 	h.sendPkt(hdr(49152, 5000, virtio.OpRW, 65536, 0), []byte("hello"))
 	got := make([]byte, 5)
 	require.NoError(t, host.SetReadDeadline(time.Now().Add(wait)))
-	_, err = io.ReadFull(host, got)
+	_, err := io.ReadFull(host, got)
 	require.NoError(t, err)
 	require.Equal(t, "hello", string(got))
 
@@ -75,19 +82,9 @@ func TestDeviceHonoursGuestCredit(t *testing.T) {
 	h := newHarness(t, "firecracker-1.14")
 	h.handshake()
 	h.start()
-	ln, err := net.Listen("unix", h.uds+"_5001")
-	require.NoError(t, err)
-	defer ln.Close()
-
 	// The guest gives the device 8 bytes of credit.
-	h.sendPkt(hdr(49154, 5001, virtio.OpRequest, 8, 0), nil)
-	host, err := acceptWithin(ln, wait)
-	require.NoError(t, err)
-	defer host.Close()
-	resp, _ := h.recvPkt(wait)
-	require.Equal(t, virtio.OpResponse, resp.Op)
-
-	_, err = host.Write([]byte("0123456789abcdefghij"))
+	host, _ := guestConnect(t, h, 49154, 5001, 8)
+	_, err := host.Write([]byte("0123456789abcdefghij"))
 	require.NoError(t, err)
 	var got []byte
 	for len(got) < 8 {
@@ -256,15 +253,7 @@ func TestCloudHypervisor50DropsAChainSpanningTwoDataDescriptors(t *testing.T) {
 	h := newHarnessWith(t, func(c *Config) { c.Device = "cloud-hypervisor-50" })
 	h.handshake()
 	h.start()
-	ln, err := net.Listen("unix", h.uds+"_5002")
-	require.NoError(t, err)
-	defer ln.Close()
-	h.sendPkt(hdr(49156, 5002, virtio.OpRequest, 65536, 0), nil)
-	host, err := acceptWithin(ln, wait)
-	require.NoError(t, err)
-	defer host.Close()
-	resp, _ := h.recvPkt(wait)
-	require.Equal(t, virtio.OpResponse, resp.Op)
+	host, _ := guestConnect(t, h, 49156, 5002, 65536)
 
 	h.sendShaped(hdr(49156, 5002, virtio.OpRW, 65536, 0), []byte("0123456789abcdef"), 8, 8)
 	require.Eventually(t, func() bool { return h.logged("dropped TX chain r44 r8 r8") }, wait, 10*time.Millisecond, h.logText())
@@ -275,7 +264,7 @@ func TestCloudHypervisor50DropsAChainSpanningTwoDataDescriptors(t *testing.T) {
 	h.sendShaped(hdr(49156, 5002, virtio.OpRW, 65536, 0), []byte("linear"), 6)
 	got := make([]byte, 6)
 	require.NoError(t, host.SetReadDeadline(time.Now().Add(wait)))
-	_, err = io.ReadFull(host, got)
+	_, err := io.ReadFull(host, got)
 	require.NoError(t, err)
 	require.Equal(t, "linear", string(got), "a one-descriptor payload passes")
 }

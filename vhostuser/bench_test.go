@@ -2,7 +2,6 @@ package vhostuser
 
 import (
 	"io"
-	"net"
 	"strconv"
 	"testing"
 	"time"
@@ -33,16 +32,8 @@ func BenchmarkTXPacket(b *testing.B) {
 			h := newHarnessLogging(b, "firecracker-1.14", engine.KindWorld|engine.KindFault)
 			h.handshake()
 			h.start()
-			ln, err := net.Listen("unix", h.uds+"_5000")
-			require.NoError(b, err)
-			defer ln.Close()
-			h.sendPkt(hdr(49152, 5000, virtio.OpRequest, 65536, 0), nil)
-			host, err := acceptWithin(ln, wait)
-			require.NoError(b, err)
-			defer host.Close()
+			host, resp := guestConnect(b, h, 49152, 5000, 65536)
 			go func() { _, _ = io.Copy(io.Discard, host) }()
-			resp, _ := h.recvPkt(wait)
-			require.Equal(b, virtio.OpResponse, resp.Op)
 
 			peerBuf, peerFwd, sent := resp.BufAlloc, resp.FwdCnt, uint32(0)
 			payload := make([]byte, size)

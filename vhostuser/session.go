@@ -82,30 +82,33 @@ func (s *session) protocolNegotiated() bool {
 	return s.features&FeatureProtocolFeatures != 0 || s.protocolSet
 }
 
+// fixedPayload is the payload size of each request whose payload has one
+// size and which carries no descriptor (vhost-user.rst, "Message types":
+// a u64, struct vhost_vring_state or struct vhost_vring_addr).
+var fixedPayload = map[uint32]int{
+	reqGetFeatures: 0, reqSetFeatures: 8, reqSetOwner: 0, reqResetOwner: 0,
+	reqGetProtocolFeatures: 0, reqSetProtocolFeatures: 8, reqGetQueueNum: 0,
+	reqSetVringNum: 8, reqSetVringBase: 8, reqGetVringBase: 8, reqSetVringEnable: 8,
+	reqSetVringAddr: 40,
+}
+
 // handle carries out one request and returns its reply payload, nil when
 // the request has none.
 func (s *session) handle(m *message) ([]byte, error) {
 	name := m.name()
-	fixed := func(n int, fds int) error {
-		if len(m.payload) != n {
-			return protoErr(name, "payload of %d bytes, want %d", len(m.payload), n)
+	if want, ok := fixedPayload[m.req]; ok {
+		if len(m.payload) != want {
+			return nil, protoErr(name, "payload of %d bytes, want %d", len(m.payload), want)
 		}
-		if len(m.fds) != fds {
-			return protoErr(name, "%d file descriptors, want %d", len(m.fds), fds)
+		if len(m.fds) != 0 {
+			return nil, protoErr(name, "%d file descriptors, want 0", len(m.fds))
 		}
-		return nil
 	}
 	le := binary.LittleEndian
 	switch m.req {
 	case reqGetFeatures:
-		if err := fixed(0, 0); err != nil {
-			return nil, err
-		}
 		return u64(offeredFeatures), nil
 	case reqSetFeatures:
-		if err := fixed(8, 0); err != nil {
-			return nil, err
-		}
 		f := le.Uint64(m.payload)
 		if extra := f &^ offeredFeatures; extra != 0 {
 			return nil, protoErr(name, "features %#x include %#x, never offered", f, extra)
@@ -120,14 +123,8 @@ func (s *session) handle(m *message) ([]byte, error) {
 		}
 		return nil, nil
 	case reqGetProtocolFeatures:
-		if err := fixed(0, 0); err != nil {
-			return nil, err
-		}
 		return u64(offeredProtocol), nil
 	case reqSetProtocolFeatures:
-		if err := fixed(8, 0); err != nil {
-			return nil, err
-		}
 		f := le.Uint64(m.payload)
 		if extra := f &^ offeredProtocol; extra != 0 {
 			return nil, protoErr(name, "protocol features %#x include %#x, never offered", f, extra)
@@ -135,19 +132,10 @@ func (s *session) handle(m *message) ([]byte, error) {
 		s.protocol, s.protocolSet = f, true
 		return nil, nil
 	case reqGetQueueNum:
-		if err := fixed(0, 0); err != nil {
-			return nil, err
-		}
 		return u64(numRings), nil
 	case reqSetOwner:
-		if err := fixed(0, 0); err != nil {
-			return nil, err
-		}
 		return nil, nil // one front-end per connection: nothing to own
 	case reqResetOwner:
-		if err := fixed(0, 0); err != nil {
-			return nil, err
-		}
 		if err := s.stopDevice(); err != nil {
 			return nil, protoErr(name, "%v", err)
 		}
@@ -161,9 +149,6 @@ func (s *session) handle(m *message) ([]byte, error) {
 	case reqSetMemTable:
 		return nil, s.setMemTable(m)
 	case reqSetVringNum, reqSetVringBase, reqSetVringEnable, reqGetVringBase:
-		if err := fixed(8, 0); err != nil {
-			return nil, err
-		}
 		q, num := le.Uint32(m.payload), le.Uint32(m.payload[4:])
 		if q >= numRings {
 			return nil, protoErr(name, "ring %d out of range (the back-end has %d)", q, numRings)
@@ -274,12 +259,6 @@ func (s *session) vringState(m *message, q int, num uint32) ([]byte, error) {
 // desc, used, avail, log (userspace addresses).
 func (s *session) setVringAddr(m *message) error {
 	name := m.name()
-	if len(m.payload) != 40 {
-		return protoErr(name, "payload of %d bytes, want 40", len(m.payload))
-	}
-	if len(m.fds) != 0 {
-		return protoErr(name, "%d file descriptors, want 0", len(m.fds))
-	}
 	le := binary.LittleEndian
 	q := le.Uint32(m.payload)
 	if q >= numRings {
