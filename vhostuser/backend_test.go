@@ -4,8 +4,10 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"io"
 	"net"
+	"os"
 	"strconv"
 	"sync"
 	"testing"
@@ -267,4 +269,26 @@ func TestCloudHypervisor50DropsAChainSpanningTwoDataDescriptors(t *testing.T) {
 	_, err := io.ReadFull(host, got)
 	require.NoError(t, err)
 	require.Equal(t, "linear", string(got), "a one-descriptor payload passes")
+}
+
+// Before the guest starts the rings there is no device: a host client on
+// the hybrid socket is closed at once (and not looped back to the socket it
+// came in on), and one after the start is served.
+func TestHostConnectBeforeTheRingsStartIsClosed(t *testing.T) {
+	h := newHarness(t, "firecracker-1.14")
+	h.handshake()
+	c, err := net.Dial("unix", h.uds)
+	require.NoError(t, err)
+	defer c.Close()
+	_, _ = c.Write([]byte("CONNECT 7000\n"))
+	require.NoError(t, c.SetReadDeadline(time.Now().Add(wait)))
+	n, err := c.Read(make([]byte, 16))
+	require.Zero(t, n)
+	require.Error(t, err)
+	require.False(t, errors.Is(err, os.ErrDeadlineExceeded), "closed, not left hanging")
+
+	h.start()
+	c2, port := hostConnect(t, h, 7000)
+	defer c2.Close()
+	require.Equal(t, uint32(1<<30), port)
 }
