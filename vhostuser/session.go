@@ -2,8 +2,11 @@ package vhostuser
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"net"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/vsocklab/vsocklab/emu"
 	"github.com/vsocklab/vsocklab/virtio"
@@ -67,6 +70,9 @@ func (s *session) run() error {
 		}
 		if out != nil {
 			if _, err := s.c.Write(reply(m, out)); err != nil {
+				if errors.Is(err, unix.EPIPE) || errors.Is(err, unix.ECONNRESET) {
+					return errDisconnected // gone without waiting for the reply
+				}
 				return fmt.Errorf("vhost-user %s: reply: %w", m.name(), err)
 			}
 		}
