@@ -40,7 +40,9 @@
 // "CONNECT <port>\n"; the device answers "OK <local port>\n" once the guest
 // accepted. A guest connection to host port P is connected to a real Unix
 // listener on UDS_P (lab.Host.ReachRealSockets); where nothing listens the
-// guest gets the profile's answer (an RST from Firecracker).
+// guest gets the profile's answer (an RST from Firecracker). While the rings
+// are stopped there is no device, and a host client on UDS is closed at
+// once, as by a VMM without a vsock device; hostd's supervisor retries.
 //
 // # What is negotiated
 //
