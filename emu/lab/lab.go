@@ -22,6 +22,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"testing"
 	"testing/synctest"
 	"time"
 
@@ -37,6 +38,9 @@ type Config struct {
 	MaxTime time.Duration
 	// Keep selects the kinds of event log records kept (0: all).
 	Keep engine.Kind
+	// FailLogLines is how many of the event log's last lines Test and Run
+	// print when the scenario fails (0: 40; negative: the whole log).
+	FailLogLines int
 }
 
 // Lab is a running world with its programs.
@@ -45,6 +49,7 @@ type Lab struct {
 	Host  *Host
 
 	d      *driver
+	t      *testing.T // the bubble's; nil for a lab made by Start
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -65,6 +70,11 @@ func newLab(cfg Config, bubble bool) (*Lab, error) {
 	d.onStop = append(d.onStop, cancel)
 	return l, nil
 }
+
+// T is the *testing.T of the bubble the lab runs in, the one Test hands
+// its scenario: t.Fatal and require on it end the scenario and fail the
+// test. It is nil for a lab made by Start.
+func (l *Lab) T() *testing.T { return l.t }
 
 // Context is cancelled when the lab stops; programs must return then.
 func (l *Lab) Context() context.Context { return l.ctx }
