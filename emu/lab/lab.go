@@ -30,7 +30,15 @@ import (
 	"github.com/vsocklab/vsocklab/emu/engine"
 )
 
-// Config describes a lab run.
+// DefaultSeed is the seed of a lab whose Config leaves Seed at 0: the seed
+// a trace's world directive has unless it names one, so that a lab with a
+// zero Config boots the same world, byte for byte, as a trace's bare
+// "world" (firecracker-1.14, linux-6.12.68, guest CID 3, seed 1).
+const DefaultSeed = 1
+
+// Config describes a lab run. Its zero value is the default world of the
+// traces: emu.Config's defaults for the profiles and the rest, and Seed 0
+// standing for DefaultSeed. Seed 0 itself cannot be run in a lab.
 type Config struct {
 	emu.Config
 	// MaxTime stops the lab at this virtual time even if the scenario has
@@ -56,6 +64,9 @@ type Lab struct {
 }
 
 func newLab(cfg Config, bubble bool) (*Lab, error) {
+	if cfg.Seed == 0 {
+		cfg.Seed = DefaultSeed
+	}
 	w, err := emu.New(cfg.Config)
 	if err != nil {
 		return nil, err

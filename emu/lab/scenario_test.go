@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/vsocklab/vsocklab/emu"
 )
 
 // failingScenarios are tests that must fail; TestFailingScenarioReports
@@ -75,4 +77,18 @@ func TestFailingScenarioReports(t *testing.T) {
 			require.True(t, strings.Contains(string(out), "--- FAIL: "+tc.test), "%s", out)
 		})
 	}
+}
+
+// A zero Config boots the world a trace's bare "world" directive does:
+// the same profiles, CID and seed 1, so the ephemeral ports a trace shows
+// are the ones a test sees.
+func TestZeroConfigIsTheTracesDefaultWorld(t *testing.T) {
+	zero := Test(t, Config{}, func(t *testing.T, l *Lab) {
+		_, _ = l.Guest.Dial(2, 7000)
+	})
+	seed1 := Test(t, Config{Config: emu.Config{Seed: 1, Device: "firecracker-1.14", Kernel: "linux-6.12.68", GuestCID: 3}}, func(t *testing.T, l *Lab) {
+		_, _ = l.Guest.Dial(2, 7000)
+	})
+	require.Equal(t, seed1.Log, zero.Log)
+	require.Contains(t, zero.Log, "boot: device firecracker-1.14, guest linux-6.12.68, cid 3, seed 1\n")
 }
