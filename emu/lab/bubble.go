@@ -137,6 +137,7 @@ func Test(t *testing.T, cfg Config, scenario func(t *testing.T, l *Lab)) *Result
 			bt.Fatal(err)
 		}
 		l.t = bt
+		l.d.onDeadlock = func(desc string) { bt.Errorf("lab stopped: %s", desc) }
 		watched.Store(l.d)
 		go l.d.loop()
 		end := runScenario(func() { scenario(bt, l) })

@@ -51,9 +51,19 @@ func TestFailingScenarioPanics(t *testing.T) {
 	})
 }
 
+func TestFailingScenarioDeadlocks(t *testing.T) {
+	failingOnly(t)
+	Test(t, Config{}, func(t *testing.T, l *Lab) {
+		ln, err := l.Guest.Listen(5000)
+		require.NoError(t, err)
+		_, err = ln.Accept() // nobody dials
+		require.NoError(t, err, "accept")
+	})
+}
+
 func TestFailingScenarioReports(t *testing.T) {
 	if testing.Short() {
-		t.Skip("runs the test binary three times")
+		t.Skip("runs the test binary once per failing scenario")
 	}
 	for _, tc := range []struct {
 		test string
@@ -62,6 +72,10 @@ func TestFailingScenarioReports(t *testing.T) {
 		{"TestFailingScenarioFatalOnTheScenariosT", []string{"dial the host", "connection reset by peer", "the event log's last lines", "RST"}},
 		{"TestFailingScenarioFatalOnTheOuterT", []string{"dial the host", "without failing the scenario's t", "the event log's last lines", "RST"}},
 		{"TestFailingScenarioPanics", []string{"the scenario panicked: scenario bug", "(", "earlier lines)"}},
+		{"TestFailingScenarioDeadlocks", []string{
+			"lab stopped: nothing happened for 1000h0m0s of virtual time and nothing is due: the programs are deadlocked; waiting: Accept on vsock listener vm(3):5000 blocked since    0.000000000",
+			"accept", "lab shut down", "the event log's last lines (virtual time 3600000.000000000)",
+		}},
 	} {
 		t.Run(tc.test, func(t *testing.T) {
 			cmd := exec.Command(os.Args[0], "-test.run=^"+tc.test+"$", "-test.v")
