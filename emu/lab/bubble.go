@@ -23,7 +23,7 @@ import (
 // each trick below meets one of them:
 //
 //   - Bubbles exist only under the testing framework (synctest.Test needs
-//     a *testing.T). Run takes the test's T; Main lets a program such as
+//     a *testing.T). Test and Run take the test's T; Main lets a program such as
 //     vsocklab replay run its work as the only test of its process.
 //     Library code that only needs bubbles takes a Runner.
 //   - One bubble at a time (bubbles, a process-wide mutex):

@@ -2,19 +2,22 @@
 //
 // Guest programs get AF_VSOCK-style net.Listener and net.Conn (Guest), host
 // programs get Unix sockets in the host namespace where the device speaks
-// Firecracker's hybrid vsock protocol (Host). Blocking happens only on
+// Firecracker's hybrid vsock protocol (Host, DialVsock); both sides also
+// have github.com/mdlayher/vsock's API (Vsock). Blocking happens only on
 // channels, so inside a testing/synctest bubble everything — deadlines,
 // timeouts, yamux keepalives, backoff sleeps — runs on virtual time.
 //
-// Run executes a scenario in a bubble: a driver goroutine owns the world,
-// applies the programs' requests in a deterministic order whenever the
-// bubble is idle, and wakes one blocked program at a time, so that the
-// event log does not depend on goroutine scheduling. Start runs the same
-// driver against the wall clock, for serving real clients.
+// Test executes a scenario in a bubble and hands it the bubble's
+// *testing.T (Run does the same for scenarios that take only the lab): a
+// driver goroutine owns the world, applies the programs' requests in a
+// deterministic order whenever the bubble is idle, and wakes one blocked
+// program at a time, so that the event log does not depend on goroutine
+// scheduling. Start runs the same driver against the wall clock, for
+// serving real clients.
 //
 // Repeated bubbles in one process are safe with hashicorp/yamux, whose
 // package-level timer pool would otherwise hand one bubble's timers to the
-// next: Run serialises bubbles and empties sync.Pools around each. These
+// next: Test serialises bubbles and empties sync.Pools around each. These
 // process-wide measures, and the reason for each, live in bubble.go.
 package lab
 
@@ -66,6 +69,11 @@ type Lab struct {
 func newLab(cfg Config, bubble bool) (*Lab, error) {
 	if cfg.Seed == 0 {
 		cfg.Seed = DefaultSeed
+	}
+	// Programs see 32-bit context IDs (struct sockaddr_vm, Addr); 2 is the
+	// host's and 0xffffffff VMADDR_CID_ANY.
+	if cid := cfg.WithDefaults().GuestCID; cid < 3 || cid > 0xfffffffe {
+		return nil, fmt.Errorf("guest CID %d: want one in [3, 4294967294]", cid)
 	}
 	w, err := emu.New(cfg.Config)
 	if err != nil {

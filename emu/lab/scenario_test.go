@@ -106,3 +106,10 @@ func TestZeroConfigIsTheTracesDefaultWorld(t *testing.T) {
 	require.Equal(t, seed1.Log, zero.Log)
 	require.Contains(t, zero.Log, "boot: device firecracker-1.14, guest linux-6.12.68, cid 3, seed 1\n")
 }
+
+func TestGuestCIDOutsideSockaddrVMIsAnError(t *testing.T) {
+	for _, cid := range []uint64{2, 1 << 32} {
+		_, err := Start(Config{Config: emu.Config{GuestCID: cid}})
+		require.ErrorContains(t, err, "want one in [3, 4294967294]")
+	}
+}
