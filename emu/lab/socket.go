@@ -137,11 +137,8 @@ func (s *Socket) Listen(backlog int) (*Listener, error) {
 // the connect, or each connection the listener accepts, starts with it as
 // buf_alloc (Linux af_vsock.c vsock_update_buffer_size, v6.12).
 func (s *Socket) SetVsockBufferSize(n uint64) error {
-	s.mu.Lock()
-	closed := s.closed
-	s.mu.Unlock()
-	if closed {
-		return opError("setsockopt", "vsock", s.addr, nil, net.ErrClosed)
+	if err := s.usable(); err != nil {
+		return err
 	}
 	return s.g.d.exec(reqKey{obj: s.id, op: opSockopt, detail: "SO_VM_SOCKETS_BUFFER_SIZE"}, func() { s.g.kernel().SetBufferSize(s.s, n) })
 }
@@ -151,11 +148,8 @@ func (s *Socket) SetVsockBufferSize(n uint64) error {
 // dial's connection keeps it; a listener's accepted connections start at
 // 1, as sock_init_data gives every new socket.
 func (s *Socket) SetRcvlowat(n int) error {
-	s.mu.Lock()
-	closed := s.closed
-	s.mu.Unlock()
-	if closed {
-		return opError("setsockopt", "vsock", s.addr, nil, net.ErrClosed)
+	if err := s.usable(); err != nil {
+		return err
 	}
 	var err error
 	if e := s.g.d.exec(reqKey{obj: s.id, op: opSockopt, detail: "SO_RCVLOWAT"}, func() { err = s.g.kernel().SetRcvlowat(s.s, n) }); e != nil {
@@ -163,6 +157,16 @@ func (s *Socket) SetRcvlowat(n int) error {
 	}
 	if err != nil {
 		return opError("setsockopt", "vsock", s.addr, nil, os.NewSyscallError("setsockopt SO_RCVLOWAT", err))
+	}
+	return nil
+}
+
+// usable reports, for a socket option, a socket already closed.
+func (s *Socket) usable() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return opError("setsockopt", "vsock", s.addr, nil, net.ErrClosed)
 	}
 	return nil
 }
