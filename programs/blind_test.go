@@ -5,6 +5,8 @@ import (
 	"os"
 	"testing"
 	"time"
+
+	"github.com/vsocklab/vsocklab/emu/lab"
 )
 
 // TestBlindSearch is the baseline for the rediscovery measurements in
@@ -35,7 +37,7 @@ func TestBlindSearch(t *testing.T) {
 		for i := range data {
 			data[i] = byte(rng.UintN(256))
 		}
-		if err := check(t, p, data); err != nil {
+		if err := check(lab.T(t), p, data); err != nil {
 			t.Logf("blind search (seed %d): first failure after %s and %d inputs: %v", seed, time.Since(start).Round(time.Millisecond), n, err)
 			return
 		}

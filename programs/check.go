@@ -6,7 +6,6 @@ import (
 	"net"
 	"os"
 	"strings"
-	"testing"
 	"time"
 
 	"github.com/vsocklab/vsocklab/emu"
@@ -86,7 +85,7 @@ func writesArg(ws []labenv.Write) string {
 // longer than MaxStdoutBlock, and every byte is accounted for: delivered to
 // hostd in order, or reported dropped (by init with a warning, by the
 // device with its error line).
-func CheckSystem(t *testing.T, p Profile, data []byte) error {
+func CheckSystem(r lab.Runner, p Profile, data []byte) error {
 	ws := DecodeWrites(data)
 	if len(ws) == 0 {
 		return nil
@@ -98,49 +97,33 @@ func CheckSystem(t *testing.T, p Profile, data []byte) error {
 		span += w.Delay
 	}
 	var failure error
-	lab.Run(t, p.lab(), func(l *lab.Lab) {
+	r.Run(p.lab(), func(l *lab.Lab) {
 		s := Start(l, p.Init, []string{"writer", writesArg(ws)}, p.Hostd)
-		ctx, cancel := context.WithTimeout(l.Context(), time.Minute)
-		defer cancel()
-		if _, err := s.Hostd.WaitCycle(ctx, 0); err != nil {
+		if _, err := s.WaitCycle(0, time.Minute); err != nil {
 			failure = fmt.Errorf("boot never started: %v", err)
 			return
 		}
 		time.Sleep(span + 30*time.Second)
-		failure = checkStdout(l, s, total)
+		failure = checkStdout(s, total)
 	})
 	return failure
 }
 
-func checkStdout(l *lab.Lab, s *System, total int64) error {
-	now := l.Now()
-	for _, pipe := range l.Pipes() {
-		block := pipe.MaxBlock
-		if pipe.Blocked {
-			block = max(block, now-pipe.Since)
-		}
-		if block > MaxStdoutBlock {
-			return fmt.Errorf("the workload waited %s to write stdout (bound %s); it wrote %d of %d bytes",
-				block, MaxStdoutBlock, s.Workload().Written(), total)
-		}
+func checkStdout(s *System, total int64) error {
+	out := s.Stdout()
+	if out.LongestBlock > MaxStdoutBlock {
+		return fmt.Errorf("the workload waited %s to write stdout (bound %s); it wrote %d of %d bytes",
+			out.LongestBlock, MaxStdoutBlock, out.Written, total)
 	}
-	written := s.Workload().Written()
-	st, _ := s.Hostd.Collector.Stream("stdout")
-	delivered := int64(st.Bytes)
-	initDropped := int64(s.Init.Stats().LogBytesDropped["stdout"])
-	var devDropped int64
-	_ = l.Do(func(w *emu.World) error { devDropped = int64(w.Dev.Stats().DroppedRWBytes); return nil })
-	if written != total {
-		return fmt.Errorf("the workload wrote %d of %d bytes", written, total)
+	if out.Written != total {
+		return fmt.Errorf("the workload wrote %d of %d bytes", out.Written, total)
 	}
-	if got := delivered + initDropped + devDropped; got != written {
+	if got := out.Delivered + out.DroppedByInit + out.DroppedByDevice; got != out.Written {
 		return fmt.Errorf("bytes unaccounted for: written %d, delivered %d, dropped by init %d, dropped by the device %d",
-			written, delivered, initDropped, devDropped)
+			out.Written, out.Delivered, out.DroppedByInit, out.DroppedByDevice)
 	}
-	if initDropped == 0 && devDropped == 0 {
-		if at := labenv.CheckPattern(st.Data); at >= 0 {
-			return fmt.Errorf("stdout delivered out of order or duplicated at byte %d of %d", at, delivered)
-		}
+	if out.DroppedByInit == 0 && out.DroppedByDevice == 0 && out.OutOfOrderAt >= 0 {
+		return fmt.Errorf("stdout delivered out of order or duplicated at byte %d of %d", out.OutOfOrderAt, out.Delivered)
 	}
 	return nil
 }
@@ -150,19 +133,14 @@ func checkStdout(l *lab.Lab, s *System, total int64) error {
 // held open or closed, pauses. Oracles: after every resume whose start
 // sequence finished, no socket a reset left behind stays in the guest's
 // connected table; every resume starts within 5 s.
-func CheckSuspendResume(t *testing.T, p Profile, data []byte) error {
+func CheckSuspendResume(r lab.Runner, p Profile, data []byte) error {
 	if len(data) > 64 {
 		data = data[:64]
 	}
 	var failure error
-	lab.Run(t, p.lab(), func(l *lab.Lab) {
+	r.Run(p.lab(), func(l *lab.Lab) {
 		s := Start(l, p.Init, []string{"idle"}, p.Hostd)
-		wait := func(n int) (hostd.Cycle, error) {
-			ctx, cancel := context.WithTimeout(l.Context(), 10*time.Minute)
-			defer cancel()
-			return s.Hostd.WaitCycle(ctx, n)
-		}
-		if _, err := wait(0); err != nil {
+		if _, err := s.WaitCycle(0, 10*time.Minute); err != nil {
 			failure = fmt.Errorf("boot never started: %v", err)
 			return
 		}
@@ -174,20 +152,10 @@ func CheckSuspendResume(t *testing.T, p Profile, data []byte) error {
 			switch b % 4 {
 			case 0:
 				time.Sleep(time.Duration(b>>2) * 100 * time.Millisecond)
-				if err := l.Suspend(); err != nil {
-					failure = err
-					return
-				}
-				time.Sleep(time.Second)
-				if err := l.Resume(); err != nil {
-					failure = err
-					return
-				}
-				s.Hostd.Resumed()
 				cycle++
-				c, err := wait(cycle)
+				c, err := s.SuspendResume(cycle, time.Second, 10*time.Minute)
 				if err != nil {
-					failure = fmt.Errorf("resume %d never started: %v", cycle, err)
+					failure = fmt.Errorf("resume %d: %v", cycle, err)
 					return
 				}
 				if !c.Started || c.TimeToStarted > 5*time.Second {

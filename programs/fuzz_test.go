@@ -4,6 +4,7 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+	"github.com/vsocklab/vsocklab/emu/lab"
 )
 
 // FuzzSystem: fuzzer-chosen stdout write sizes and timings of the workload,
@@ -16,7 +17,7 @@ func FuzzSystem(f *testing.F) {
 	f.Add([]byte{0x00, 0x10, 0x00, 0x01, 0x00, 0x10, 0x00, 0x01, 0x00, 0x02, 0x00, 0x05})
 	p := ProfileFromEnv(CurrentWedge, HistoricalWedge)
 	f.Fuzz(func(t *testing.T, data []byte) {
-		require.NoError(t, CheckSystem(t, p, data))
+		require.NoError(t, CheckSystem(lab.T(t), p, data))
 	})
 }
 
@@ -31,6 +32,6 @@ func FuzzSuspendResume(f *testing.F) {
 	f.Add([]byte{1, 7, 2, 3}) // connections opened and closed, pauses
 	p := ProfileFromEnv(CurrentResume, HistoricalResume)
 	f.Fuzz(func(t *testing.T, data []byte) {
-		require.NoError(t, CheckSuspendResume(t, p, data))
+		require.NoError(t, CheckSuspendResume(lab.T(t), p, data))
 	})
 }
