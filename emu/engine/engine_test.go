@@ -96,6 +96,22 @@ func TestLogLimitKeepsTheLastRecords(t *testing.T) {
 	require.Equal(t, "step 10", ring.Records()[2].Text)
 }
 
+func TestLogRetainAndForget(t *testing.T) {
+	full, some := NewLog(), NewLog()
+	some.Retain(KindWorld | KindFault)
+	for i, k := range []Kind{KindWorld, KindPacket, KindFault, KindPacket, KindWorld} {
+		full.Add(time.Duration(i), k, "c", fmt.Sprint(i))
+		some.Add(time.Duration(i), k, "c", fmt.Sprint(i))
+	}
+	require.Equal(t, full.Hash(), some.Hash(), "records not stored are still hashed")
+	require.Equal(t, []Record{full.Records()[0], full.Records()[2], full.Records()[4]}, some.Records())
+	some.Forget(2)
+	require.Equal(t, full.Records()[4:], some.Records())
+	require.Equal(t, uint64(2), some.Dropped())
+	some.Forget(5)
+	require.Empty(t, some.Records())
+}
+
 func TestPostOrdersWithAtAndRecyclesTimers(t *testing.T) {
 	e := New(1)
 	var got []string

@@ -61,6 +61,7 @@ func FormatTime(d time.Duration) string {
 // see every record.
 type Log struct {
 	keep    Kind
+	retain  Kind // kinds stored; the others are hashed and hooked only
 	records []Record
 	limit   int // 0: keep every record; otherwise the ring's size
 	head    int // with a full ring: index of the oldest record
@@ -70,7 +71,7 @@ type Log struct {
 }
 
 // NewLog returns a log keeping every kind.
-func NewLog() *Log { return &Log{keep: KindAll, h: sha256.New()} }
+func NewLog() *Log { return &Log{keep: KindAll, retain: KindAll, h: sha256.New()} }
 
 // Keep sets which kinds are recorded; the others are dropped unrendered.
 func (l *Log) Keep(k Kind) { l.keep = k }
@@ -82,6 +83,22 @@ func (l *Log) Enabled(k Kind) bool { return l.keep&k != 0 }
 // OnRecord installs a function called with every kept record, for live
 // output.
 func (l *Log) OnRecord(f func(Record)) { l.hook = f }
+
+// Retain sets which of the kept kinds are also stored for Records and
+// String; the others still count in the hash and reach the live hook. A
+// replay that prints only some kinds stores only those, and its hash stays
+// the same as with everything stored.
+func (l *Log) Retain(k Kind) { l.retain = k }
+
+// Forget drops the oldest n stored records (a reader that has printed them
+// and will not look back). They count as dropped.
+func (l *Log) Forget(n int) {
+	recs := l.Records()
+	n = min(max(n, 0), len(recs))
+	l.records = slices.Clone(recs[n:])
+	l.head = 0
+	l.dropped += uint64(n)
+}
 
 // Limit makes the log keep only the last n records (n <= 0: all of them,
 // the default). Records already kept beyond the limit are dropped, oldest
@@ -96,7 +113,8 @@ func (l *Log) Limit(n int) {
 	l.records = recs
 }
 
-// Dropped returns how many kept records the limit has pushed out of the log.
+// Dropped returns how many stored records the limit or Forget has pushed
+// out of the log.
 func (l *Log) Dropped() uint64 { return l.dropped }
 
 // Add appends a record.
@@ -105,11 +123,13 @@ func (l *Log) Add(at time.Duration, k Kind, comp, text string) {
 		return
 	}
 	r := Record{At: at, Kind: k, Comp: comp, Text: text}
-	if l.limit > 0 && len(l.records) == l.limit {
+	switch {
+	case l.retain&k == 0:
+	case l.limit > 0 && len(l.records) == l.limit:
 		l.records[l.head] = r
 		l.head = (l.head + 1) % l.limit
 		l.dropped++
-	} else {
+	default:
 		l.records = append(l.records, r)
 	}
 	l.h.Write([]byte(r.String()))
