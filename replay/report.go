@@ -30,6 +30,8 @@ type Report struct {
 	LeakedSockets int
 	Counters      Counters
 	LogSHA256     string
+	// Error is why a limit stopped the scenario ("" when it ran to the end).
+	Error string
 
 	// What the verdicts weigh besides: the workload's plan and init's write
 	// timeout (0 when it has none).
@@ -80,6 +82,7 @@ type reportJSON struct {
 	LeakedSockets   int       `json:"leaked_sockets"`
 	Counters        Counters  `json:"counters"`
 	LogSHA256       string    `json:"log_sha256"`
+	Error           string    `json:"error,omitempty"`
 }
 
 // MarshalJSON writes the report with durations in milliseconds.
@@ -89,6 +92,7 @@ func (r Report) MarshalJSON() ([]byte, error) {
 		Verdict: r.Verdict, StdoutWritten: r.Stdout.Written, StdoutDelivered: r.Stdout.Delivered,
 		StdoutDropped: r.Stdout.DroppedByInit, MaxStdoutBlock: millis(r.Stdout.LongestBlock),
 		LeakedSockets: r.LeakedSockets, Counters: r.Counters, LogSHA256: r.LogSHA256,
+		Error: r.Error,
 	}
 	for _, d := range r.Resumes {
 		j.ResumeMS = append(j.ResumeMS, millis(d))
