@@ -12,6 +12,7 @@ import (
 	"github.com/vsocklab/vsocklab/emu/engine"
 	"github.com/vsocklab/vsocklab/emu/guest"
 	"github.com/vsocklab/vsocklab/emu/uds"
+	"github.com/vsocklab/vsocklab/internal/pattern"
 	"github.com/vsocklab/vsocklab/virtio"
 )
 
@@ -245,11 +246,11 @@ func (c *creditRig) do(kind byte, n int) error {
 	default: // opBothWrite: one call on each side, the world not running in between
 		p := c.scratch(max(0, min(n, creditChunk, creditBudget-c.offered)))
 		c.offered += 2 * len(p)
-		fillPattern(p, c.guestSent)
+		pattern.Fill(p, c.guestSent)
 		if k, err := c.k.Send(c.s, p, false); err == nil {
 			c.guestSent += uint64(k)
 		}
-		fillPattern(p, c.hostSent)
+		pattern.Fill(p, c.hostSent)
 		if k, err := c.host.Write(p); err == nil {
 			c.hostSent += uint64(k)
 		}
@@ -280,7 +281,7 @@ func (c *creditRig) write(n int, sent *uint64, call func([]byte) (int, error)) e
 	for n > 0 {
 		p := c.scratch(min(n, creditChunk))
 		c.offered += len(p)
-		fillPattern(p, *sent)
+		pattern.Fill(p, *sent)
 		k, err := call(p)
 		*sent += uint64(k)
 		n -= k
@@ -301,7 +302,7 @@ func (c *creditRig) guestRead(n int) (int, error) {
 	for total < n {
 		k, err := c.k.Recv(c.s, p[:min(len(p), n-total)], false)
 		if k > 0 {
-			if perr := checkPattern(p[:k], c.guestRecv); perr != nil {
+			if perr := pattern.Check(p[:k], c.guestRecv); perr != nil {
 				return total, fmt.Errorf("guest received: %w", perr)
 			}
 			c.guestRecv += uint64(k)
@@ -330,7 +331,7 @@ func (c *creditRig) hostRead(n int) (int, error) {
 	for total < n {
 		k, err := c.host.Read(p[:min(len(p), n-total)])
 		if k > 0 {
-			if perr := checkPattern(p[:k], c.hostRecv); perr != nil {
+			if perr := pattern.Check(p[:k], c.hostRecv); perr != nil {
 				return total, fmt.Errorf("host received: %w", perr)
 			}
 			c.hostRecv += uint64(k)

@@ -15,11 +15,11 @@ import (
 	"github.com/vsocklab/vsocklab/hostd"
 )
 
-// Profile fixes the world and program options of a system check; the fuzz
+// Setup fixes the world and program options of a system check; the fuzz
 // targets take theirs from the environment (VSOCKLAB_PROFILE=historical), so
 // that the same target hunts with the fixed programs and rediscovers the
 // incidents with the old ones.
-type Profile struct {
+type Setup struct {
 	Name   string
 	Device string
 	Kernel string
@@ -27,31 +27,31 @@ type Profile struct {
 	Hostd  hostd.Options
 }
 
-// The system targets' profiles.
+// The system targets' setups.
 var (
 	// CurrentWedge: a fixed device and init with its write timeout.
-	CurrentWedge = Profile{Name: "current", Device: "cloud-hypervisor-51", Kernel: "linux-6.12.68"}
+	CurrentWedge = Setup{Name: "current", Device: "cloud-hypervisor-51", Kernel: "linux-6.12.68"}
 	// HistoricalWedge: seed 000's device, kernel and init.
-	HistoricalWedge = Profile{Name: "historical", Device: "cloud-hypervisor-50", Kernel: "linux-6.12.68",
+	HistoricalWedge = Setup{Name: "historical", Device: "cloud-hypervisor-50", Kernel: "linux-6.12.68",
 		Init: guestinit.Options{NoVsockWriteTimeout: true}}
 	// CurrentResume: fixed-start ports still, but an init that closes reset
 	// sockets.
-	CurrentResume = Profile{Name: "current", Device: "firecracker-1.14", Kernel: "linux-6.12.68",
+	CurrentResume = Setup{Name: "current", Device: "firecracker-1.14", Kernel: "linux-6.12.68",
 		Hostd: hostd.Options{SessionFirst: true}}
 	// HistoricalResume: seed 003's init, ports and hostd order.
-	HistoricalResume = Profile{Name: "historical", Device: "firecracker-1.14", Kernel: "linux-6.12.68",
+	HistoricalResume = Setup{Name: "historical", Device: "firecracker-1.14", Kernel: "linux-6.12.68",
 		Init: guestinit.Options{KeepResetSessions: true}, Hostd: hostd.Options{SessionFirst: true}}
 )
 
-// ProfileFromEnv picks the historical profile when VSOCKLAB_PROFILE says so.
-func ProfileFromEnv(current, historical Profile) Profile {
+// SetupFromEnv picks the historical setup when VSOCKLAB_PROFILE says so.
+func SetupFromEnv(current, historical Setup) Setup {
 	if os.Getenv("VSOCKLAB_PROFILE") == "historical" {
 		return historical
 	}
 	return current
 }
 
-func (p Profile) lab() lab.Config {
+func (p Setup) lab() lab.Config {
 	return lab.Config{Config: emu.Config{Device: p.Device, Kernel: p.Kernel, Seed: 1}, MaxTime: 2 * time.Hour}
 }
 
@@ -85,7 +85,7 @@ func writesArg(ws []labenv.Write) string {
 // longer than MaxStdoutBlock, and every byte is accounted for: delivered to
 // hostd in order, or reported dropped (by init with a warning, by the
 // device with its error line).
-func CheckSystem(r lab.Runner, p Profile, data []byte) error {
+func CheckSystem(r lab.Runner, p Setup, data []byte) error {
 	ws := DecodeWrites(data)
 	if len(ws) == 0 {
 		return nil
@@ -133,7 +133,7 @@ func checkStdout(s *System, total int64) error {
 // held open or closed, pauses. Oracles: after every resume whose start
 // sequence finished, no socket a reset left behind stays in the guest's
 // connected table; every resume starts within 5 s.
-func CheckSuspendResume(r lab.Runner, p Profile, data []byte) error {
+func CheckSuspendResume(r lab.Runner, p Setup, data []byte) error {
 	if len(data) > 64 {
 		data = data[:64]
 	}

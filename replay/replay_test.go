@@ -61,9 +61,9 @@ func underRace(f *trace.File) *trace.File {
 	return &sub
 }
 
-// TestIncidents replays the incident library and compares every directive's
+// TestIncidentsReplayAsWritten replays the incident library and compares every directive's
 // output with the file; -rewrite writes the actual output back.
-func TestIncidents(t *testing.T) {
+func TestIncidentsReplayAsWritten(t *testing.T) {
 	for _, path := range incidentFiles(t) {
 		t.Run(filepath.Base(path), func(t *testing.T) {
 			require.False(t, *rewrite && raceEnabled, "-rewrite under -race would write back only raceScenarios")

@@ -445,7 +445,7 @@ func (sr *scenarioRun) cmdTimeline(d *trace.Directive) (string, error) {
 			from = 0
 		}
 		for _, r := range recs[min(from, len(recs)):] {
-			if r.Kind&keep == 0 || (comps != nil && !contains(comps, r.Comp)) || grep != "" && !strings.Contains(r.Text, grep) {
+			if r.Kind&keep == 0 || (comps != nil && !slices.Contains(comps, r.Comp)) || grep != "" && !strings.Contains(r.Text, grep) {
 				continue
 			}
 			lines = append(lines, r.String())
@@ -465,15 +465,6 @@ func (sr *scenarioRun) cmdTimeline(d *trace.Directive) (string, error) {
 		return "(nothing)\n", nil
 	}
 	return strings.Join(lines, "\n") + "\n", nil
-}
-
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
 }
 
 func (sr *scenarioRun) cmdSockets(d *trace.Directive) (string, error) {

@@ -1,4 +1,4 @@
-package programs
+package fuzz
 
 import (
 	"math/rand/v2"
@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/vsocklab/vsocklab/emu/lab"
+	"github.com/vsocklab/vsocklab/programs"
 )
 
 // TestBlindSearch is the baseline for the rediscovery measurements in
@@ -19,9 +20,9 @@ func TestBlindSearch(t *testing.T) {
 	if target == "" {
 		t.Skip("set VSOCKLAB_BLIND=system or suspendresume")
 	}
-	check, p := CheckSystem, ProfileFromEnv(CurrentWedge, HistoricalWedge)
+	check, p := programs.CheckSystem, programs.SetupFromEnv(programs.CurrentWedge, programs.HistoricalWedge)
 	if target == "suspendresume" {
-		check, p = CheckSuspendResume, ProfileFromEnv(CurrentResume, HistoricalResume)
+		check, p = programs.CheckSuspendResume, programs.SetupFromEnv(programs.CurrentResume, programs.HistoricalResume)
 	}
 	budget := 120 * time.Second
 	if s := os.Getenv("VSOCKLAB_BLIND_BUDGET"); s != "" {
