@@ -25,7 +25,7 @@ func TestCapturesDecodeInTshark(t *testing.T) {
 	}
 	dir := t.TempDir()
 	for _, path := range incidentFiles(t) {
-		res := replayFile(t, path, Options{Capture: true})
+		res := replaySample(t, path, func(name string) bool { return tsharkScenarios[name] }, Options{Capture: true}) // all with VSOCKLAB_FULL=1
 		for _, sc := range res.Scenarios {
 			t.Run(sc.Report.Name, func(t *testing.T) {
 				pcap := filepath.Join(dir, sc.Report.Name+".pcap")

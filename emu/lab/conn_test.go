@@ -18,6 +18,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/vsocklab/vsocklab/emu"
+	"github.com/vsocklab/vsocklab/internal/testscope"
 )
 
 // guestAccept listens on port and hands the first accepted conn to f in a
@@ -280,25 +281,26 @@ func TestConnScenariosAreDeterministic(t *testing.T) {
 	if testing.Short() {
 		t.Skip("20 runs per scenario")
 	}
+	runs := testscope.Runs(t, 3, 20)
 	for _, sc := range connScenarios {
 		t.Run(sc.name, func(t *testing.T) {
-			Deterministic(t, 20, Config{}, func(l *Lab) { sc.run(t, l) })
+			Deterministic(t, runs, Config{}, func(l *Lab) { sc.run(t, l) })
 		})
 	}
 	for _, sc := range configuredScenarios {
 		t.Run(sc.name, func(t *testing.T) {
-			Deterministic(t, 20, sc.cfg, func(l *Lab) { sc.run(t, l) })
+			Deterministic(t, runs, sc.cfg, func(l *Lab) { sc.run(t, l) })
 		})
 	}
 }
 
-// TestManyBubblesWithYamux runs yamux in 60 bubbles in one process: the
-// timer-pool hazard of go-notes.md crashes the second bubble unless the
-// lab empties the pool between bubbles.
+// TestManyBubblesWithYamux runs yamux in 60 bubbles in one process (10
+// without VSOCKLAB_FULL): yamux's process-wide timer pool crashes the
+// second bubble unless the lab empties the pool between bubbles.
 func TestManyBubblesWithYamux(t *testing.T) {
 	i := slices.IndexFunc(connScenarios, func(sc connScenario) bool { return strings.HasPrefix(sc.name, "yamux") })
 	require.NotEqual(t, -1, i, "no yamux scenario")
-	for seed := range uint64(60) {
+	for seed := range uint64(testscope.Runs(t, 10, 60)) {
 		Run(t, Config{Config: cfgSeed(seed)}, func(l *Lab) { connScenarios[i].run(t, l) })
 	}
 }

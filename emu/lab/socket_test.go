@@ -16,6 +16,7 @@ import (
 
 	"github.com/vsocklab/vsocklab/emu"
 	"github.com/vsocklab/vsocklab/hybrid"
+	"github.com/vsocklab/vsocklab/internal/testscope"
 	"github.com/vsocklab/vsocklab/virtio"
 )
 
@@ -156,9 +157,10 @@ func TestSocketScenariosAreDeterministic(t *testing.T) {
 	if testing.Short() {
 		t.Skip("five runs of each scenario")
 	}
+	runs := testscope.Runs(t, 3, 5)
 	for _, sc := range socketScenarios {
 		t.Run(sc.name, func(t *testing.T) {
-			Deterministic(t, 5, Config{}, func(l *Lab) { sc.run(l.T(), l) })
+			Deterministic(t, runs, Config{}, func(l *Lab) { sc.run(l.T(), l) })
 		})
 	}
 }
