@@ -11,6 +11,7 @@
 //
 //	kinit write --total N --size N [--progress PATH]   the workload: N bytes to stdout in writes of size
 //	kinit stream --port N --total N --size N           a probe: connect to the host (CID 2) and send N bytes
+//	kinit idle                                         a workload that runs and writes nothing
 //
 // Console commands, one a line:
 //
@@ -193,13 +194,17 @@ func loadModule(path string) error {
 const vsockDriver = "/sys/bus/virtio/drivers/vmw_vsock_virtio_transport"
 
 // resetVsockDevice unbinds the vsock transport's virtio device from its
-// driver and binds it again. Unbinding runs virtio_vsock_remove, which
-// resets every connected socket with virtio_vsock_reset_sock (the
-// TRANSPORT_RESET event handler's function) and resets the device, so QEMU
-// stops the vhost-user rings (GET_VRING_BASE); binding runs
+// driver and binds it again. Unbinding runs virtio_vsock_remove, whose
+// virtio_vsock_vqs_del resets every connected socket with
+// vsock_for_each_connected_socket(&virtio_transport.transport,
+// virtio_vsock_reset_sock) — the very call virtio_vsock_event_handle makes
+// for VIRTIO_VSOCK_EVENT_TRANSPORT_RESET — and then resets the device, so
+// QEMU stops the vhost-user rings (GET_VRING_BASE); binding runs
 // virtio_vsock_probe, which sets the rings up again (Linux
-// net/vmw_vsock/virtio_transport.c, virtio_vsock_remove and
-// virtio_vsock_probe, v6.1 and v6.12).
+// net/vmw_vsock/virtio_transport.c, virtio_vsock_remove,
+// virtio_vsock_vqs_del, virtio_vsock_event_handle, v6.1 and v6.12). The
+// sockets stay in the connected table in TCP_CLOSE with sk_err
+// ECONNRESET until their owner closes them.
 func resetVsockDevice() error {
 	devs, err := filepath.Glob(vsockDriver + "/virtio*")
 	if err != nil || len(devs) == 0 {
@@ -232,8 +237,12 @@ func subcommand(name string, args []string) int {
 		return writeCmd(args)
 	case "stream":
 		return streamCmd(args)
+	case "idle":
+		// A workload that runs until it is killed and writes nothing:
+		// init's status check sees it "running".
+		select {}
 	}
-	fmt.Fprintf(os.Stderr, "kinit: unknown subcommand %q (write, stream)\n", name)
+	fmt.Fprintf(os.Stderr, "kinit: unknown subcommand %q (write, stream, idle)\n", name)
 	return 2
 }
 
