@@ -36,7 +36,7 @@ var (
 
 // needEnv skips the test, naming what is missing, unless the gate is set
 // and qemu and the kernels are there.
-func needEnv(t *testing.T) *env {
+func needEnv(t testing.TB) *env {
 	t.Helper()
 	if os.Getenv(gate) != "1" {
 		t.Skipf("real-kernel tests are off: set %s=1 (they boot Linux under QEMU TCG for minutes; scripts/realkernel-install.sh installs what they need)", gate)
@@ -88,7 +88,7 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-func (e *env) kernel(t *testing.T, series string) realkernel.Kernel {
+func (e *env) kernel(t testing.TB, series string) realkernel.Kernel {
 	t.Helper()
 	k, err := realkernel.KernelBySeries(e.kernels, series)
 	if err != nil {
@@ -98,7 +98,7 @@ func (e *env) kernel(t *testing.T, series string) realkernel.Kernel {
 }
 
 // initramfs writes an initramfs for k running run, in t's temp dir.
-func (e *env) initramfs(t *testing.T, k realkernel.Kernel, stayUp bool, run ...string) string {
+func (e *env) initramfs(t testing.TB, k realkernel.Kernel, stayUp bool, run ...string) string {
 	t.Helper()
 	p := filepath.Join(t.TempDir(), "initrd.cpio")
 	err := realkernel.Initramfs{
@@ -113,7 +113,7 @@ func (e *env) initramfs(t *testing.T, k realkernel.Kernel, stayUp bool, run ...s
 }
 
 // echo is where console and backend lines go: the test log with -v.
-type echo struct{ t *testing.T }
+type echo struct{ t testing.TB }
 
 func (e echo) Write(p []byte) (int, error) {
 	e.t.Log(strings.TrimRight(string(p), "\n"))
@@ -121,7 +121,7 @@ func (e echo) Write(p []byte) (int, error) {
 }
 
 // boot starts QEMU for the test and tears it down at its end.
-func boot(t *testing.T, ctx context.Context, cfg realkernel.VMConfig) *realkernel.VM {
+func boot(t testing.TB, ctx context.Context, cfg realkernel.VMConfig) *realkernel.VM {
 	t.Helper()
 	if testing.Verbose() {
 		cfg.Echo = echo{t}
