@@ -11,6 +11,8 @@
 //
 //	kinit write --total N --size N [--progress PATH]   the workload: N bytes to stdout in writes of size
 //	kinit stream --port N --total N --size N           a probe: connect to the host (CID 2) and send N bytes
+//	kinit probe --port N --sizes N,N,... --read N --read-size N
+//	                                                   a conformance probe: one write per size, then reads
 //	kinit idle                                         a workload that runs and writes nothing
 //
 // Console commands, one a line:
@@ -30,6 +32,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -237,12 +240,14 @@ func subcommand(name string, args []string) int {
 		return writeCmd(args)
 	case "stream":
 		return streamCmd(args)
+	case "probe":
+		return probeCmd(args)
 	case "idle":
 		// A workload that runs until it is killed and writes nothing:
 		// init's status check sees it "running".
 		select {}
 	}
-	fmt.Fprintf(os.Stderr, "kinit: unknown subcommand %q (write, stream, idle)\n", name)
+	fmt.Fprintf(os.Stderr, "kinit: unknown subcommand %q (write, stream, probe, idle)\n", name)
 	return 2
 }
 
@@ -326,5 +331,71 @@ func streamCmd(args []string) int {
 	// Wait for the host to close, so the last bytes are not cut off by
 	// the power-off.
 	_, _ = io.Copy(io.Discard, f)
+	return 0
+}
+
+// probeCmd connects to the host and makes one write of each size, pausing
+// between them so that each becomes its own packets, then reads --read
+// bytes in reads of --read-size (pausing too, so that the credit updates
+// the reads cause are visible one by one), and closes. The host side of
+// the conformance test knows the same sequence.
+func probeCmd(args []string) int {
+	fs := flag.NewFlagSet("probe", flag.ContinueOnError)
+	port := fs.Uint("port", 5001, "host vsock port")
+	sizes := fs.String("sizes", "1,4096,65536", "comma-separated write sizes")
+	read := fs.Int("read", 0, "bytes to read back from the host")
+	readSize := fs.Int("read-size", 4096, "bytes per read")
+	pause := fs.Duration("pause", 300*time.Millisecond, "pause after each write and read")
+	if err := fs.Parse(args); err != nil || *port > 0xffffffff || *readSize <= 0 {
+		return 2
+	}
+	var ws []int
+	for _, f := range strings.Split(*sizes, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n <= 0 {
+			fmt.Printf("kinit: probe: bad size %q\n", f)
+			return 2
+		}
+		ws = append(ws, n)
+	}
+	fd, err := unix.Socket(unix.AF_VSOCK, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		fmt.Printf("kinit: probe: socket: %v\n", err)
+		return 1
+	}
+	if err := unix.Connect(fd, &unix.SockaddrVM{CID: unix.VMADDR_CID_HOST, Port: uint32(*port)}); err != nil {
+		fmt.Printf("kinit: probe: connect 2:%d: %v\n", *port, err)
+		return 1
+	}
+	f := os.NewFile(uintptr(fd), "vsock")
+	defer f.Close()
+	var off uint64
+	for _, n := range ws {
+		buf := make([]byte, n)
+		fill(buf, off)
+		if _, err := f.Write(buf); err != nil {
+			fmt.Printf("kinit: probe: write %d: %v\n", n, err)
+			return 1
+		}
+		off += uint64(n)
+		fmt.Printf("kinit: probe: wrote %d\n", n)
+		time.Sleep(*pause)
+	}
+	buf := make([]byte, *readSize)
+	got := 0
+	for got < *read {
+		n, err := f.Read(buf[:min(len(buf), *read-got)])
+		got += n
+		if err != nil {
+			fmt.Printf("kinit: probe: read after %d bytes: %v\n", got, err)
+			return 1
+		}
+		time.Sleep(*pause / 10)
+	}
+	fmt.Printf("kinit: probe: read %d\n", got)
+	if err := f.Close(); err != nil {
+		fmt.Printf("kinit: probe: close: %v\n", err)
+	}
+	fmt.Printf("kinit: probe: done\n")
 	return 0
 }
