@@ -77,6 +77,7 @@ type World struct {
 	cycles    int
 	counters  Counters
 	taps      []Tap
+	external  bool // no guest model: see NewExternal
 }
 
 // Tap sees every packet the device accepts from the guest (GuestToHost)
@@ -195,6 +196,9 @@ func (w *World) Cycles() int { return w.cycles }
 // will see it on resume), then its process is gone with every host-side
 // connection.
 func (w *World) Suspend() error {
+	if w.external {
+		return fmt.Errorf("suspend: the guest is external (StopRings stops its rings)")
+	}
 	if w.suspended {
 		return fmt.Errorf("suspend: already suspended")
 	}
@@ -214,6 +218,9 @@ func (w *World) Suspend() error {
 // allocator follows the profile) and thaws the guest, which then handles
 // the pending reset event.
 func (w *World) Resume() error {
+	if w.external {
+		return fmt.Errorf("resume: the guest is external (StartRings starts its rings)")
+	}
 	if !w.suspended {
 		return fmt.Errorf("resume: not suspended")
 	}

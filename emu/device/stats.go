@@ -111,6 +111,9 @@ func (d *Device) violation(format string, args ...any) {
 // device is idle.
 func (d *Device) checkChains() {
 	for _, q := range d.q {
+		if q == nil {
+			continue
+		}
 		if n := q.outstanding(); n != 0 {
 			d.violation("%s queue: %d popped chains neither returned nor leaked", q.name, n)
 			q.leaked += n // report once

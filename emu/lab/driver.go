@@ -144,7 +144,9 @@ func newDriver(w *emu.World, bubble bool) *driver {
 		settling: map[any]bool{},
 		exited:   make(chan struct{}),
 	}
-	w.Guest.Wake = d.markDirty
+	if w.Guest != nil {
+		w.Guest.Wake = d.markDirty
+	}
 	return d
 }
 

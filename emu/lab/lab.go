@@ -61,12 +61,19 @@ func newLab(cfg Config, bubble bool) (*Lab, error) {
 	if cfg.Keep != 0 {
 		w.Eng.Log.Keep(cfg.Keep)
 	}
+	return labOf(w, cfg.MaxTime, bubble), nil
+}
+
+func labOf(w *emu.World, maxTime time.Duration, bubble bool) *Lab {
 	d := newDriver(w, bubble)
-	d.maxAt = cfg.MaxTime
+	d.maxAt = maxTime
 	ctx, cancel := context.WithCancel(context.Background())
-	l := &Lab{Guest: &Guest{d: d}, Host: &Host{d: d}, d: d, ctx: ctx, cancel: cancel}
+	l := &Lab{Host: &Host{d: d}, d: d, ctx: ctx, cancel: cancel}
+	if w.Guest != nil {
+		l.Guest = &Guest{d: d}
+	}
 	d.onStop = append(d.onStop, cancel)
-	return l, nil
+	return l
 }
 
 // Context is cancelled when the lab stops; programs must return then.
@@ -311,5 +318,15 @@ func Start(cfg Config) (*Lab, error) {
 	return l, nil
 }
 
-// Stop ends a lab made by Start and returns its result.
+// StartWorld is Start over a world the caller built, such as the
+// device-and-host-only world of emu.NewExternal that the vhost-user backend
+// drives from a real guest's rings. Guest is nil when the world has no guest
+// model.
+func StartWorld(w *emu.World) *Lab {
+	l := labOf(w, 0, false)
+	go l.d.loop()
+	return l
+}
+
+// Stop ends a lab made by Start or StartWorld and returns its result.
 func (l *Lab) Stop() *Result { return l.finish() }

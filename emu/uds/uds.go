@@ -25,6 +25,7 @@ const DefaultBuffer = 212992
 type Namespace struct {
 	listeners map[string]*Listener
 	bufSize   int
+	outside   func(path string) (*Conn, error)
 }
 
 // NewNamespace returns an empty namespace whose connections buffer
@@ -36,6 +37,15 @@ func NewNamespace() *Namespace {
 // SetBufferSize changes the per-direction buffer of connections made from
 // now on.
 func (ns *Namespace) SetBufferSize(n int) { ns.bufSize = max(n, 1) }
+
+// BufferSize returns the per-direction buffer of new connections.
+func (ns *Namespace) BufferSize() int { return ns.bufSize }
+
+// SetOutside makes Connect hand paths no listener of the namespace is bound
+// at to f, which returns the connecting side's end or an error such as
+// ECONNREFUSED. It is for a runtime adapter that reaches real sockets beyond
+// the model; f must not block.
+func (ns *Namespace) SetOutside(f func(path string) (*Conn, error)) { ns.outside = f }
 
 // Listener is a listening Unix stream socket.
 type Listener struct {
@@ -105,6 +115,9 @@ func (l *Listener) Close() {
 func (ns *Namespace) Connect(path string) (*Conn, error) {
 	l, ok := ns.listeners[path]
 	if !ok {
+		if ns.outside != nil {
+			return ns.outside(path)
+		}
 		return nil, syscall.ECONNREFUSED
 	}
 	if len(l.queue) > l.backlog {
