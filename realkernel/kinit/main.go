@@ -244,8 +244,11 @@ func subcommand(name string, args []string) int {
 		return probeCmd(args)
 	case "idle":
 		// A workload that runs until it is killed and writes nothing:
-		// init's status check sees it "running".
-		select {}
+		// init's status check sees it "running". (An empty select would
+		// be the runtime's "all goroutines are asleep" fatal error.)
+		for {
+			time.Sleep(time.Hour)
+		}
 	}
 	fmt.Fprintf(os.Stderr, "kinit: unknown subcommand %q (write, stream, probe, idle)\n", name)
 	return 2
