@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -154,4 +155,26 @@ func TestBootModules(t *testing.T) {
 			t.Logf("%s: PID 1 at %s wall time", k.Release, pid1.At)
 		})
 	}
+}
+
+// TestTeardown: when a test's context ends with the guest still running,
+// QEMU is killed and reaped, and a Close after that is harmless.
+func TestTeardown(t *testing.T) {
+	e := needEnv(t)
+	k := e.kernel(t, "6.12")
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	bctx, bcancel := context.WithCancel(ctx)
+	vm := boot(t, bctx, realkernel.VMConfig{Kernel: k, Initramfs: e.initramfs(t, k, true)})
+	_, err := vm.Expect(ctx, "kinit: ready")
+	require.NoError(t, err)
+	pid := vm.Pid()
+	bcancel()
+	select {
+	case <-vm.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("QEMU still running 10s after its context ended")
+	}
+	require.ErrorIs(t, syscall.Kill(pid, 0), syscall.ESRCH, "QEMU's process is gone")
+	require.NoError(t, vm.Close())
 }

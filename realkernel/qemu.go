@@ -115,6 +115,9 @@ func Boot(ctx context.Context, cfg VMConfig) (*VM, error) {
 	return vm, nil
 }
 
+// Pid is QEMU's process ID (and its process group's).
+func (vm *VM) Pid() int { return vm.cmd.Process.Pid }
+
 // Send writes one command line to the serial console.
 func (vm *VM) Send(line string) error {
 	_, err := io.WriteString(vm.stdin, line+"\n")
