@@ -161,6 +161,9 @@ func TestSeed000(t *testing.T) {
 	}
 }
 
+// dwell is how long a session runs before each reset.
+const dwell = 500 * time.Millisecond
+
 // runResume is seed 003's guest half with a real kernel: the real hostd
 // (session first) against the real guestinit, with a reset of the guest's
 // vsock device between cycles (kinit's "reset": unbind and bind, which
@@ -198,6 +201,9 @@ func runResume(t *testing.T, e *env, series, device string, keep bool, cycles in
 	require.True(t, c.Started, "boot cycle: %s", c.Err)
 	out := []hostd.Cycle{c}
 	for n := 1; n <= cycles; n++ {
+		// Let the session run a little before the reset, as a VM does
+		// between resumes (replay's cycles dwell).
+		time.Sleep(dwell)
 		require.NoError(t, vm.Send("reset"))
 		_, err := vm.Expect(ctx, "kinit: reset done")
 		require.NoError(t, err)
@@ -218,9 +224,14 @@ func runResume(t *testing.T, e *env, series, device string, keep bool, cycles in
 	}
 	vm.Close()
 	require.NoError(t, be.Close(), "the backend should exit cleanly on SIGTERM")
+	// The historical init says when it keeps a reset session's socket.
+	// The count is not asserted to be one per cycle: once in about ten
+	// runs one reset leaves no such line although the socket leaked (the
+	// next cycle meets it), so the session failures are the measure.
 	kept := vm.Count("kept open after a transport reset")
+	t.Logf("init kept %d reset session sockets (by its log)", kept)
 	if keep {
-		require.Equal(t, cycles, kept, "the historical init keeps one reset session socket per cycle")
+		require.Positive(t, kept)
 	} else {
 		require.Zero(t, kept)
 	}
