@@ -28,12 +28,27 @@ import (
 // profile, so that the two packet logs can be set side by side.
 const probePort = 5001
 
-var probeSizes = []int{1, 100, 3732, 3733, 4096, 16384, 32404, 32405, 40000, 50000, 65536}
+// probeSizes fill whole 64 KiB credit windows of the devices' buf_alloc,
+// so that no write is split by credit and each is one packet: the chain
+// shape of each size shows as it is.
+var probeSizes = []int{
+	1, 100, 3732, 3733, 4096, 16384, 32404, 5086, // 65,536
+	32405, 33131, // 65,536
+	40000, 25536, // 65,536
+	50000, 15536, // 65,536
+	60768, 4768, // 65,536
+	65536,
+}
 
 const (
 	probeBack     = 256 << 10
 	probeReadSize = 4096
 	probePause    = 300 * time.Millisecond
+	// probeReadDelay lets the host's probeBack bytes (exactly the guest's
+	// buf_alloc) all arrive before the guest reads, so that the guest's
+	// credit updates follow from its reads alone and not from how fast
+	// the bytes trickle in (an empty queue after a read sends one).
+	probeReadDelay = 1500 * time.Millisecond
 )
 
 func probeTotal() int {
@@ -111,7 +126,8 @@ func realProbe(t *testing.T, e *env, series, device string) []string {
 	}()
 	be := e.startBackend(t, ctx, realkernel.BackendConfig{Socket: filepath.Join(dir, "vhost.sock"), UDS: uds, Device: device, Log: "packet,credit,fault"})
 	initrd := e.initramfs(t, k, true, "/bin/kinit", "probe", "--port", strconv.Itoa(probePort), "--sizes", sizesArg(),
-		"--read", strconv.Itoa(probeBack), "--read-size", strconv.Itoa(probeReadSize), "--pause", probePause.String())
+		"--read", strconv.Itoa(probeBack), "--read-size", strconv.Itoa(probeReadSize), "--pause", probePause.String(),
+		"--read-delay", probeReadDelay.String())
 	vm := boot(t, ctx, realkernel.VMConfig{Kernel: k, Initramfs: initrd, VhostSocket: filepath.Join(dir, "vhost.sock")})
 	_, err = vm.Expect(ctx, "kinit: probe: done")
 	require.NoError(t, err)
@@ -179,6 +195,7 @@ func labProbe(t *testing.T, kernel, device string) []string {
 		off += uint64(n)
 		time.Sleep(probePause)
 	}
+	time.Sleep(probeReadDelay)
 	buf := make([]byte, probeReadSize)
 	for got := 0; got < probeBack; {
 		n, err := c.Read(buf[:min(len(buf), probeBack-got)])
@@ -213,16 +230,20 @@ func TestProbeConformance(t *testing.T) {
 		series, model string
 		shapes        map[string]string // RW payload length -> chain shape
 	}{
-		// alloc_skb_with_frags from order 3 down above 32,404 bytes
-		// (Linux net/vmw_vsock/virtio_transport_common.c,
-		// virtio_transport_alloc_skb, and net/core/skbuff.c,
-		// alloc_skb_with_frags, 6.12.117).
+		// Above SKB_WITH_OVERHEAD(PAGE_SIZE << 3) the skb is nonlinear and
+		// alloc_skb_with_frags fills it with the largest page order that
+		// the remaining pages need, from order 3 down (Linux
+		// include/linux/virtio_vsock.h, virtio_vsock_alloc_skb, and
+		// net/core/skbuff.c, alloc_skb_with_frags, 6.12.117). A payload up
+		// to 32,768 bytes shows one data descriptor either way.
 		{"6.12", "linux-6.12.68", map[string]string{
-			"32404": "r44 r32404", "38217": "r44 r32768 r5449", "50000": "r44 r32768 r16384 r848", "51783": "r44 r32768 r16384 r2631",
+			"32404": "r44 r32404", "32405": "r44 r32405", "33131": "r44 r32768 r363", "40000": "r44 r32768 r7232",
+			"50000": "r44 r32768 r16384 r848", "60768": "r44 r32768 r16384 r8192 r3424", "65536": "r44 r32768 r32768",
 		}},
 		// Linear skbs only (6.1.192).
 		{"6.1", "linux-6.12.67", map[string]string{
-			"32404": "r44 r32404", "38217": "r44 r38217", "50000": "r44 r50000", "51783": "r44 r51783",
+			"32404": "r44 r32404", "32405": "r44 r32405", "33131": "r44 r33131", "40000": "r44 r40000",
+			"50000": "r44 r50000", "60768": "r44 r60768", "65536": "r44 r65536",
 		}},
 	} {
 		t.Run(tc.series, func(t *testing.T) {

@@ -349,6 +349,7 @@ func probeCmd(args []string) int {
 	read := fs.Int("read", 0, "bytes to read back from the host")
 	readSize := fs.Int("read-size", 4096, "bytes per read")
 	pause := fs.Duration("pause", 300*time.Millisecond, "pause after each write and read")
+	readDelay := fs.Duration("read-delay", 0, "wait this long before the first read, so that the host's bytes have all arrived")
 	if err := fs.Parse(args); err != nil || *port > 0xffffffff || *readSize <= 0 {
 		return 2
 	}
@@ -384,6 +385,7 @@ func probeCmd(args []string) int {
 		fmt.Printf("kinit: probe: wrote %d\n", n)
 		time.Sleep(*pause)
 	}
+	time.Sleep(*readDelay)
 	buf := make([]byte, *readSize)
 	got := 0
 	for got < *read {
