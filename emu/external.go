@@ -34,15 +34,9 @@ type Rings struct {
 func NewExternal(cfg Config) (*World, error) {
 	cfg.defaults()
 	cfg.Kernel = ""
-	if cfg.MaxConnections < 0 {
-		return nil, fmt.Errorf("connection limit %d: must be positive, or 0 for the device's own", cfg.MaxConnections)
-	}
-	devProf, err := device.LookupProfile(cfg.Device)
+	devProf, err := cfg.deviceProfile()
 	if err != nil {
 		return nil, err
-	}
-	if cfg.MaxConnections > 0 {
-		devProf.MaxConnections = cfg.MaxConnections
 	}
 	w := &World{
 		Eng:      engine.New(cfg.Seed),

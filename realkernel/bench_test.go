@@ -15,6 +15,7 @@ import (
 
 	"github.com/vsocklab/vsocklab/emu"
 	"github.com/vsocklab/vsocklab/emu/lab"
+	"github.com/vsocklab/vsocklab/internal/pattern"
 	"github.com/vsocklab/vsocklab/realkernel"
 )
 
@@ -77,8 +78,8 @@ func receive(ln net.Listener, total uint64) (uint64, time.Duration, error) {
 			if first.IsZero() {
 				first = time.Now()
 			}
-			if i := realkernel.CheckStream(buf[:m], n); i >= 0 {
-				return n, 0, fmt.Errorf("stream differs from the pattern at offset %d", n+uint64(i))
+			if err := pattern.Check(buf[:m], n); err != nil {
+				return n, 0, err
 			}
 			n += uint64(m)
 		}
@@ -151,9 +152,7 @@ func BenchmarkGuestStream64K(b *testing.B) {
 		require.NoError(b, err)
 		buf := make([]byte, 64<<10)
 		for off := uint64(0); off < total; off += uint64(len(buf)) {
-			for i := range buf {
-				buf[i] = realkernel.StreamByte(off + uint64(i))
-			}
+			pattern.Fill(buf, off)
 			_, err := c.Write(buf)
 			require.NoError(b, err)
 		}

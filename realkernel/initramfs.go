@@ -25,23 +25,6 @@ type KinitConfig struct {
 	StayUp bool `json:"stay_up,omitempty"`
 }
 
-// StreamByte is the byte at offset i of every stream the guest programs
-// (kinit write, kinit stream) send: i mod 251, a prime, so that neither
-// 4 KiB nor 64 KiB boundaries line up with its period and a lost, doubled
-// or reordered chunk shows.
-func StreamByte(i uint64) byte { return byte(i % 251) }
-
-// CheckStream reports the first offset at which b, received from offset
-// off of a stream, differs from the pattern, or -1.
-func CheckStream(b []byte, off uint64) int {
-	for i, c := range b {
-		if c != StreamByte(off+uint64(i)) {
-			return i
-		}
-	}
-	return -1
-}
-
 // Initramfs describes one initramfs.
 type Initramfs struct {
 	// Kinit is the path of the static kinit binary (realkernel/kinit).

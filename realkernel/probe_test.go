@@ -17,6 +17,7 @@ import (
 	"github.com/vsocklab/vsocklab/emu"
 	"github.com/vsocklab/vsocklab/emu/engine"
 	"github.com/vsocklab/vsocklab/emu/lab"
+	"github.com/vsocklab/vsocklab/internal/pattern"
 	"github.com/vsocklab/vsocklab/realkernel"
 )
 
@@ -187,9 +188,7 @@ func labProbe(t *testing.T, kernel, device string) []string {
 	var off uint64
 	for _, n := range probeSizes {
 		b := make([]byte, n)
-		for i := range b {
-			b[i] = realkernel.StreamByte(off + uint64(i))
-		}
+		pattern.Fill(b, off)
 		_, err := c.Write(b)
 		require.NoError(t, err)
 		off += uint64(n)

@@ -5,6 +5,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -12,7 +13,9 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/vsocklab/vsocklab/hostd"
+	"github.com/vsocklab/vsocklab/internal/pattern"
 	"github.com/vsocklab/vsocklab/realkernel"
+	"github.com/vsocklab/vsocklab/vsockport"
 )
 
 // shortDir is a temporary directory with a short path: Unix socket paths
@@ -39,10 +42,9 @@ func (e *env) startBackend(t testing.TB, ctx context.Context, cfg realkernel.Bac
 	return b
 }
 
-// The log port guestinit streams stdout and stderr to, and the hostd's
-// collector listens on as <uds>_10001 (guestinit.Options.LogPort,
-// hostd.Options.LogPort).
-const logPort = "10001"
+// logPort is where guestinit streams stdout and stderr, and where hostd's
+// collector listens as <uds>_<port>.
+var logPort = strconv.Itoa(vsockport.Log)
 
 // stall is how long the workload may make no progress before the run
 // counts it blocked. Under TCG a healthy 64 KiB write takes well under a
@@ -119,7 +121,7 @@ watch:
 		}
 	}
 	s, _ := col.Stream("stdout")
-	r.InOrder = realkernel.CheckStream(s.Data, 0) < 0
+	r.InOrder = pattern.Mismatch(s.Data, 0) < 0
 	require.NoError(t, vm.Send("poweroff"))
 	wctx, wcancel := context.WithTimeout(ctx, 20*time.Second)
 	defer wcancel()

@@ -14,8 +14,8 @@ type StdoutRun struct {
 	Total     uint64 // bytes the workload meant to write
 	Written   uint64 // bytes its writes returned
 	Delivered uint64 // bytes of the stdout stream the host received
-	// InOrder: every delivered byte matched the stream pattern at its
-	// offset (StreamByte).
+	// InOrder: every delivered byte matched the test stream at its offset
+	// (package internal/pattern).
 	InOrder bool
 	// Blocked: the workload made no progress for the run's stall window
 	// while it had not written everything.

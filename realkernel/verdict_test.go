@@ -69,14 +69,3 @@ func TestResumeVerdict(t *testing.T) {
 		require.Equal(t, tc.want, v, why)
 	}
 }
-
-func TestCheckStream(t *testing.T) {
-	b := make([]byte, 1000)
-	for i := range b {
-		b[i] = StreamByte(uint64(5000 + i))
-	}
-	require.Equal(t, -1, CheckStream(b, 5000))
-	require.Equal(t, 0, CheckStream(b, 5001))
-	b[700]++
-	require.Equal(t, 700, CheckStream(b, 5000))
-}

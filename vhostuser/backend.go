@@ -52,6 +52,8 @@ type Backend struct {
 	sig  *signals
 	ram  guestRAM // owned by the world's goroutine
 
+	badTXStopped uint64 // bad TX chains of devices stopped so far; the world's goroutine
+
 	pcapMu  sync.Mutex
 	pcap    *replay.PcapWriter
 	pcapErr error
@@ -198,7 +200,7 @@ func (b *Backend) ServeConn(ctx context.Context, c *net.UnixConn) error {
 type Summary struct {
 	FromGuest, ToGuest           uint64 // packets
 	BytesFromGuest, BytesToGuest uint64 // RW payload bytes
-	BadTXChains                  uint64
+	BadTXChains                  uint64 // TX chains the device dropped, over every ring restart
 	RingRestarts                 int
 	PcapErr                      error
 }
@@ -233,8 +235,9 @@ func (b *Backend) Close() Summary {
 			sum.ToGuest += c.Packets[device.HostToGuest][op]
 		}
 		sum.BytesFromGuest, sum.BytesToGuest = c.RWBytes[device.GuestToHost], c.RWBytes[device.HostToGuest]
-		if w.Dev != nil {
-			sum.BadTXChains = w.Dev.Stats().BadTXChains
+		sum.BadTXChains = b.badTXStopped
+		if w.RingsRunning() {
+			sum.BadTXChains += w.Dev.Stats().BadTXChains
 		}
 		sum.RingRestarts = w.Cycles()
 		return nil

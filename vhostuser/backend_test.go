@@ -2,35 +2,49 @@ package vhostuser
 
 import (
 	"bufio"
+	"bytes"
+	"encoding/binary"
+	"errors"
 	"io"
 	"net"
+	"os"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/vsocklab/vsocklab/emu"
+	"github.com/vsocklab/vsocklab/replay"
 	"github.com/vsocklab/vsocklab/virtio"
 )
 
 const wait = 10 * time.Second
+
+// guestConnect connects guest port src to a real host listener on
+// <uds>_<dst>, offering bufAlloc bytes of credit, and returns the host's end
+// and the device's RESPONSE.
+func guestConnect(t testing.TB, h *harness, src, dst, bufAlloc uint32) (net.Conn, virtio.Header) {
+	t.Helper()
+	ln, err := net.Listen("unix", h.uds+"_"+strconv.FormatUint(uint64(dst), 10))
+	require.NoError(t, err)
+	t.Cleanup(func() { ln.Close() })
+	h.sendPkt(hdr(src, dst, virtio.OpRequest, bufAlloc, 0), nil)
+	host, err := acceptWithin(ln, wait)
+	require.NoError(t, err)
+	t.Cleanup(func() { host.Close() })
+	resp, _ := h.recvPkt(wait)
+	require.Equal(t, virtio.OpResponse, resp.Op, pktString(resp))
+	return host, resp
+}
 
 func TestGuestConnectReachesHostListenerAndDataFlowsBothWays(t *testing.T) {
 	h := newHarness(t, "firecracker-1.14")
 	h.handshake()
 	h.start()
 
-	ln, err := net.Listen("unix", h.uds+"_5000")
-	require.NoError(t, err)
-	defer ln.Close()
-
-	h.sendPkt(hdr(49152, 5000, virtio.OpRequest, 65536, 0), nil)
-	host, err := acceptWithin(ln, wait)
-	require.NoError(t, err)
-	defer host.Close()
-
-	resp, _ := h.recvPkt(wait)
-	require.Equal(t, virtio.OpResponse, resp.Op, pktString(resp))
+	host, resp := guestConnect(t, h, 49152, 5000, 65536)
 	require.Equal(t, uint32(5000), resp.SrcPort)
 	require.Equal(t, uint32(49152), resp.DstPort)
 	require.Equal(t, uint64(3), resp.DstCID)
@@ -38,7 +52,7 @@ func TestGuestConnectReachesHostListenerAndDataFlowsBothWays(t *testing.T) {
 	h.sendPkt(hdr(49152, 5000, virtio.OpRW, 65536, 0), []byte("hello"))
 	got := make([]byte, 5)
 	require.NoError(t, host.SetReadDeadline(time.Now().Add(wait)))
-	_, err = io.ReadFull(host, got)
+	_, err := io.ReadFull(host, got)
 	require.NoError(t, err)
 	require.Equal(t, "hello", string(got))
 
@@ -70,19 +84,9 @@ func TestDeviceHonoursGuestCredit(t *testing.T) {
 	h := newHarness(t, "firecracker-1.14")
 	h.handshake()
 	h.start()
-	ln, err := net.Listen("unix", h.uds+"_5001")
-	require.NoError(t, err)
-	defer ln.Close()
-
 	// The guest gives the device 8 bytes of credit.
-	h.sendPkt(hdr(49154, 5001, virtio.OpRequest, 8, 0), nil)
-	host, err := acceptWithin(ln, wait)
-	require.NoError(t, err)
-	defer host.Close()
-	resp, _ := h.recvPkt(wait)
-	require.Equal(t, virtio.OpResponse, resp.Op)
-
-	_, err = host.Write([]byte("0123456789abcdefghij"))
+	host, _ := guestConnect(t, h, 49154, 5001, 8)
+	_, err := host.Write([]byte("0123456789abcdefghij"))
 	require.NoError(t, err)
 	var got []byte
 	for len(got) < 8 {
@@ -188,4 +192,103 @@ func acceptWithin(ln net.Listener, d time.Duration) (net.Conn, error) {
 		_ = ul.SetDeadline(time.Now().Add(d))
 	}
 	return ln.Accept()
+}
+
+// lockedBuffer is a capture sink written by the world's goroutine.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) Bytes() []byte {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]byte(nil), l.b.Bytes()...)
+}
+
+// Every packet through the back-end lands in the LINKTYPE_VSOCK capture:
+// an af_vsockmon header, the virtio header, the payload.
+func TestCaptureRecordsEveryPacket(t *testing.T) {
+	var capture lockedBuffer
+	h := newHarnessWith(t, func(c *Config) { c.Pcap = &capture })
+	h.handshake()
+	h.start()
+	h.sendPkt(hdr(49155, 6001, virtio.OpRequest, 65536, 0), nil) // nobody listens: RST
+	rst, _ := h.recvPkt(wait)
+	require.Equal(t, virtio.OpRST, rst.Op)
+
+	le := binary.LittleEndian
+	var got []virtio.Header
+	require.Eventually(t, func() bool {
+		b := capture.Bytes()
+		if len(b) < 24 {
+			return false
+		}
+		require.Equal(t, uint32(0xa1b23c4d), le.Uint32(b), "nanosecond pcap")
+		require.Equal(t, uint32(replay.LinkTypeVsock), le.Uint32(b[20:]))
+		got = got[:0]
+		for b = b[24:]; len(b) >= 16; {
+			n := int(le.Uint32(b[8:]))
+			rec := b[16 : 16+n]
+			h, err := virtio.DecodeHeader(rec[32:])
+			require.NoError(t, err)
+			got = append(got, h)
+			b = b[16+n:]
+		}
+		return len(got) == 2
+	}, wait, 10*time.Millisecond)
+	require.Equal(t, virtio.OpRequest, got[0].Op)
+	require.Equal(t, uint32(6001), got[0].DstPort)
+	require.Equal(t, virtio.OpRST, got[1].Op)
+}
+
+// The seed-000 mechanism through the back-end: Cloud Hypervisor before v51
+// reads only the first data descriptor, so a packet whose payload spans two
+// is dropped, and the log shows the chain's shape.
+func TestCloudHypervisor50DropsAChainSpanningTwoDataDescriptors(t *testing.T) {
+	h := newHarnessWith(t, func(c *Config) { c.Device = "cloud-hypervisor-50" })
+	h.handshake()
+	h.start()
+	host, _ := guestConnect(t, h, 49156, 5002, 65536)
+
+	h.sendShaped(hdr(49156, 5002, virtio.OpRW, 65536, 0), []byte("0123456789abcdef"), 8, 8)
+	require.Eventually(t, func() bool { return h.logged("dropped TX chain r44 r8 r8") }, wait, 10*time.Millisecond, h.logText())
+	var bad uint64
+	require.NoError(t, h.b.Lab().Do(func(w *emu.World) error { bad = w.Dev.Stats().BadTXChains; return nil }))
+	require.Equal(t, uint64(1), bad)
+
+	h.sendShaped(hdr(49156, 5002, virtio.OpRW, 65536, 0), []byte("linear"), 6)
+	got := make([]byte, 6)
+	require.NoError(t, host.SetReadDeadline(time.Now().Add(wait)))
+	_, err := io.ReadFull(host, got)
+	require.NoError(t, err)
+	require.Equal(t, "linear", string(got), "a one-descriptor payload passes")
+}
+
+// Before the guest starts the rings there is no device: a host client on
+// the hybrid socket is closed at once (and not looped back to the socket it
+// came in on), and one after the start is served.
+func TestHostConnectBeforeTheRingsStartIsClosed(t *testing.T) {
+	h := newHarness(t, "firecracker-1.14")
+	h.handshake()
+	c, err := net.Dial("unix", h.uds)
+	require.NoError(t, err)
+	defer c.Close()
+	_, _ = c.Write([]byte("CONNECT 7000\n"))
+	require.NoError(t, c.SetReadDeadline(time.Now().Add(wait)))
+	n, err := c.Read(make([]byte, 16))
+	require.Zero(t, n)
+	require.Error(t, err)
+	require.False(t, errors.Is(err, os.ErrDeadlineExceeded), "closed, not left hanging")
+
+	h.start()
+	c2, port := hostConnect(t, h, 7000)
+	defer c2.Close()
+	require.Equal(t, uint32(1<<30), port)
 }

@@ -147,7 +147,8 @@ func protoErr(req string, format string, args ...any) error {
 	return &ProtocolError{Request: req, Err: fmt.Errorf(format, args...)}
 }
 
-// errDisconnected is a clean end of the stream, between messages.
+// errDisconnected is the front-end gone between messages: end of stream,
+// or a reset when it was killed.
 var errDisconnected = errors.New("front-end disconnected")
 
 // msgReader reads messages from a Unix stream socket, with their
@@ -186,7 +187,7 @@ func (r *msgReader) read() (*message, error) {
 		}
 		if err != nil {
 			closeAll(fds)
-			if errors.Is(err, io.EOF) {
+			if errors.Is(err, io.EOF) || errors.Is(err, unix.ECONNRESET) {
 				if got == 0 {
 					return nil, errDisconnected
 				}

@@ -2,18 +2,27 @@ package vhostuser
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"net"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/vsocklab/vsocklab/emu"
 	"github.com/vsocklab/vsocklab/virtio"
 )
 
-// Offered features. Neither VIRTIO_F_EVENT_IDX nor VIRTIO_F_INDIRECT_DESC
-// is offered: the devices the profiles model offer neither (Firecracker
-// src/vmm/src/devices/virtio/vsock/device.rs AVAIL_FEATURES, v1.14.0:
-// VERSION_1 and IN_ORDER), and the driver's TX layout must reach the device
-// as the direct chains those devices parse.
+// Offered features: VIRTIO_F_VERSION_1 and, for the vhost-user protocol,
+// VHOST_USER_F_PROTOCOL_FEATURES.
+//
+// VIRTIO_F_INDIRECT_DESC is not offered because no modelled device offers
+// it (Firecracker src/vmm/src/devices/virtio/vsock/device.rs
+// AVAIL_FEATURES: VERSION_1 and IN_ORDER, plus EVENT_IDX on main, read
+// 2026-11-26): with it, Linux's virtio_ring would hand a multi-buffer TX
+// packet over as one indirect table, a layout the modelled devices never
+// see. VIRTIO_F_EVENT_IDX only changes when notifications are sent, not what
+// the device sees; without it the back-end needs no used_event or
+// avail_event, and signals every used buffer.
 const (
 	offeredFeatures = FeatureVersion1 | FeatureProtocolFeatures
 	// MQ is offered so that QEMU asks GET_QUEUE_NUM and learns the two
@@ -29,13 +38,12 @@ type session struct {
 	r *msgReader
 
 	features    uint64
-	featuresSet bool
 	protocol    uint64
+	protocolSet bool      // SET_PROTOCOL_FEATURES received
 	mem         *memTable // what the device sees, once handed over
 	rings       [numRings]vring
 	running     bool
 	errFDs      [numRings]int
-	owner       bool
 }
 
 func newSession(b *Backend, c *net.UnixConn) *session {
@@ -62,42 +70,57 @@ func (s *session) run() error {
 		}
 		if out != nil {
 			if _, err := s.c.Write(reply(m, out)); err != nil {
+				if errors.Is(err, unix.EPIPE) || errors.Is(err, unix.ECONNRESET) {
+					return errDisconnected // gone without waiting for the reply
+				}
 				return fmt.Errorf("vhost-user %s: reply: %w", m.name(), err)
 			}
 		}
 	}
 }
 
+// protocolNegotiated: the back-end always offers
+// VHOST_USER_F_PROTOCOL_FEATURES; the front-end takes it by acking it in
+// SET_FEATURES or by setting protocol features at all. QEMU before
+// 02b61f38d3 ("hw/virtio: incorporate backend features in features") did
+// only the latter and still sent SET_VRING_ENABLE.
+func (s *session) protocolNegotiated() bool {
+	return s.features&FeatureProtocolFeatures != 0 || s.protocolSet
+}
+
+// fixedPayload is the payload size of each request whose payload has one
+// size and which carries no descriptor (vhost-user.rst, "Message types":
+// a u64, struct vhost_vring_state or struct vhost_vring_addr).
+var fixedPayload = map[uint32]int{
+	reqGetFeatures: 0, reqSetFeatures: 8, reqSetOwner: 0, reqResetOwner: 0,
+	reqGetProtocolFeatures: 0, reqSetProtocolFeatures: 8, reqGetQueueNum: 0,
+	reqSetVringNum: 8, reqSetVringBase: 8, reqGetVringBase: 8, reqSetVringEnable: 8,
+	reqSetVringAddr: 40,
+}
+
 // handle carries out one request and returns its reply payload, nil when
 // the request has none.
 func (s *session) handle(m *message) ([]byte, error) {
 	name := m.name()
-	fixed := func(n int, fds int) error {
-		if len(m.payload) != n {
-			return protoErr(name, "payload of %d bytes, want %d", len(m.payload), n)
+	if want, ok := fixedPayload[m.req]; ok {
+		if len(m.payload) != want {
+			return nil, protoErr(name, "payload of %d bytes, want %d", len(m.payload), want)
 		}
-		if len(m.fds) != fds {
-			return protoErr(name, "%d file descriptors, want %d", len(m.fds), fds)
+		if len(m.fds) != 0 {
+			return nil, protoErr(name, "%d file descriptors, want 0", len(m.fds))
 		}
-		return nil
 	}
 	le := binary.LittleEndian
 	switch m.req {
 	case reqGetFeatures:
-		if err := fixed(0, 0); err != nil {
-			return nil, err
-		}
 		return u64(offeredFeatures), nil
 	case reqSetFeatures:
-		if err := fixed(8, 0); err != nil {
-			return nil, err
-		}
 		f := le.Uint64(m.payload)
 		if extra := f &^ offeredFeatures; extra != 0 {
 			return nil, protoErr(name, "features %#x include %#x, never offered", f, extra)
 		}
-		s.features, s.featuresSet = f, true
-		if f&FeatureProtocolFeatures == 0 {
+		s.features = f
+		if !s.protocolNegotiated() {
 			// Without PROTOCOL_FEATURES rings are enabled from the start
 			// (vhost-user.rst, "Ring states").
 			for q := range numRings {
@@ -106,35 +129,19 @@ func (s *session) handle(m *message) ([]byte, error) {
 		}
 		return nil, nil
 	case reqGetProtocolFeatures:
-		if err := fixed(0, 0); err != nil {
-			return nil, err
-		}
 		return u64(offeredProtocol), nil
 	case reqSetProtocolFeatures:
-		if err := fixed(8, 0); err != nil {
-			return nil, err
-		}
 		f := le.Uint64(m.payload)
 		if extra := f &^ offeredProtocol; extra != 0 {
 			return nil, protoErr(name, "protocol features %#x include %#x, never offered", f, extra)
 		}
-		s.protocol = f
+		s.protocol, s.protocolSet = f, true
 		return nil, nil
 	case reqGetQueueNum:
-		if err := fixed(0, 0); err != nil {
-			return nil, err
-		}
 		return u64(numRings), nil
 	case reqSetOwner:
-		if err := fixed(0, 0); err != nil {
-			return nil, err
-		}
-		s.owner = true
-		return nil, nil
+		return nil, nil // one front-end per connection: nothing to own
 	case reqResetOwner:
-		if err := fixed(0, 0); err != nil {
-			return nil, err
-		}
 		if err := s.stopDevice(); err != nil {
 			return nil, protoErr(name, "%v", err)
 		}
@@ -142,16 +149,12 @@ func (s *session) handle(m *message) ([]byte, error) {
 			s.stopRing(q)
 			s.rings[q] = vring{}
 		}
-		s.owner = false
 		return nil, nil
 	case reqGetConfig:
 		return s.getConfig(m)
 	case reqSetMemTable:
 		return nil, s.setMemTable(m)
 	case reqSetVringNum, reqSetVringBase, reqSetVringEnable, reqGetVringBase:
-		if err := fixed(8, 0); err != nil {
-			return nil, err
-		}
 		q, num := le.Uint32(m.payload), le.Uint32(m.payload[4:])
 		if q >= numRings {
 			return nil, protoErr(name, "ring %d out of range (the back-end has %d)", q, numRings)
@@ -231,7 +234,7 @@ func (s *session) vringState(m *message, q int, num uint32) ([]byte, error) {
 		if num > 1 {
 			return nil, protoErr(name, "ring %d: enable %d, want 0 or 1", q, num)
 		}
-		if s.features&FeatureProtocolFeatures == 0 {
+		if !s.protocolNegotiated() {
 			return nil, protoErr(name, "VHOST_USER_F_PROTOCOL_FEATURES not negotiated")
 		}
 		s.b.sig.setEnabled(q, num == 1)
@@ -250,7 +253,7 @@ func (s *session) vringState(m *message, q int, num uint32) ([]byte, error) {
 			return nil, protoErr(name, "%v", err)
 		}
 		s.stopRing(q)
-		if s.features&FeatureProtocolFeatures != 0 {
+		if s.protocolNegotiated() {
 			s.b.sig.setEnabled(q, false)
 		}
 		return vringState(uint32(q), uint32(r.base)), nil
@@ -262,12 +265,6 @@ func (s *session) vringState(m *message, q int, num uint32) ([]byte, error) {
 // desc, used, avail, log (userspace addresses).
 func (s *session) setVringAddr(m *message) error {
 	name := m.name()
-	if len(m.payload) != 40 {
-		return protoErr(name, "payload of %d bytes, want 40", len(m.payload))
-	}
-	if len(m.fds) != 0 {
-		return protoErr(name, "%d file descriptors, want 0", len(m.fds))
-	}
 	le := binary.LittleEndian
 	q := le.Uint32(m.payload)
 	if q >= numRings {
@@ -335,10 +332,7 @@ func (s *session) setVringFD(m *message) error {
 		if noFD {
 			return protoErr(name, "ring %d: polling without a kick eventfd is not supported", q)
 		}
-		if s.running {
-			// A new kick fd for a started ring: swap the watcher only.
-			s.stopKick(q)
-		}
+		s.stopKick(q) // a new kick eventfd replaces the ring's old one
 		f, err := kickFile(m.takeFD())
 		if err != nil {
 			return protoErr(name, "ring %d: kick eventfd: %v", q, err)
@@ -418,6 +412,9 @@ func (s *session) stopDevice() error {
 	}
 	var st [3]virtio.QueueState
 	err := s.b.lab.Do(func(w *emu.World) error {
+		if w.RingsRunning() {
+			s.b.badTXStopped += w.Dev.Stats().BadTXChains
+		}
 		var err error
 		st, err = w.StopRings()
 		return err

@@ -56,15 +56,16 @@ func vhostUserMain(args []string) int {
 		pcapFile, pcapBuf = f, bufio.NewWriter(f)
 		cfg.Pcap = pcapBuf
 	}
+	// Signals are handled before the readiness line: a harness may stop
+	// the back-end as soon as it has seen it.
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
 	b, err := vhostuser.Listen(cfg)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "vsocklab", err)
 		return 1
 	}
 	fmt.Fprintf(os.Stderr, "vhost-user: listening on %s\n", *socket)
-
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
 	serveErr := b.Serve(ctx)
 	sum := b.Close()
 	code := 0

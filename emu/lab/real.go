@@ -13,7 +13,9 @@ import (
 // Expose accepts real clients on ln until ln is closed and joins each to a
 // new connection on the device's socket (UDSPath), byte for byte: the
 // device's hybrid vsock host side on a real Unix socket, for socat and the
-// real hostd. It returns when ln is closed.
+// real hostd. While no device listens (an external world's rings are
+// stopped) a client is closed at once, as by a VMM without a vsock device.
+// It returns when ln is closed.
 func (h *Host) Expose(ln net.Listener) {
 	for {
 		c, err := ln.Accept()
@@ -40,7 +42,14 @@ func (h *Host) Expose(ln net.Listener) {
 func (h *Host) ReachRealSockets() {
 	_ = h.d.exec(reqKey{op: opWorld}, func() {
 		ns := h.d.w.Host
+		own := h.UDSPath()
 		ns.SetOutside(func(path string) (*uds.Conn, error) {
+			if path == own {
+				// The device's own socket, unbound while the device is
+				// down: its real twin is what Expose serves, and dialing
+				// it would loop back here.
+				return nil, syscall.ECONNREFUSED
+			}
 			// A Unix connect does not block: Go's sockets are non-blocking
 			// and a full backlog fails with EAGAIN.
 			real, err := net.Dial("unix", path)

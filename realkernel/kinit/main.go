@@ -38,6 +38,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/vsocklab/vsocklab/internal/pattern"
 	"github.com/vsocklab/vsocklab/realkernel"
 )
 
@@ -254,11 +255,9 @@ func subcommand(name string, args []string) int {
 	return 2
 }
 
-func fill(b []byte, off uint64) {
-	for i := range b {
-		b[i] = realkernel.StreamByte(off + uint64(i))
-	}
-}
+// fill writes the test stream every oracle of this repository checks
+// (package internal/pattern) at offset off.
+func fill(b []byte, off uint64) { pattern.Fill(b, off) }
 
 // writeCmd is the workload of seed 000: total bytes to stdout in writes of
 // size. After every write it reports its progress on the console (a path
