@@ -50,6 +50,7 @@ type Backend struct {
 	ln   *net.UnixListener // vhost-user socket
 	host net.Listener      // real hybrid vsock socket
 	sig  *signals
+	up   *deviceUp
 	ram  guestRAM // owned by the world's goroutine
 
 	badTXStopped uint64 // bad TX chains of devices stopped so far; the world's goroutine
@@ -87,7 +88,7 @@ func Listen(cfg Config) (*Backend, error) {
 	if err != nil {
 		return nil, fmt.Errorf("vhost-user: %w", err)
 	}
-	b := &Backend{cfg: cfg, w: w, sig: newSignals()}
+	b := &Backend{cfg: cfg, w: w, sig: newSignals(), up: newDeviceUp()}
 	// A back-end runs for as long as the VM: the log streams to the sink
 	// and keeps nothing.
 	w.Eng.Log.Keep(cfg.LogKinds)
@@ -119,7 +120,7 @@ func Listen(cfg Config) (*Backend, error) {
 	b.lab = lab.StartWorld(w)
 	if cfg.UDS != "" {
 		b.lab.Host.ReachRealSockets()
-		go b.lab.Host.Expose(b.host)
+		go b.serveHost(b.host)
 	}
 	b.logf("back-end for device %s, guest cid %d, host side on %s", cfg.Device, cfg.CID, udsPath)
 	return b, nil
@@ -223,6 +224,7 @@ func (b *Backend) Close() Summary {
 		b.ln.Close()
 		_ = os.Remove(b.cfg.Socket)
 	}
+	b.up.shut()
 	if b.host != nil {
 		b.host.Close()
 		_ = os.Remove(b.cfg.UDS)

@@ -272,23 +272,53 @@ func TestCloudHypervisor50DropsAChainSpanningTwoDataDescriptors(t *testing.T) {
 }
 
 // Before the guest starts the rings there is no device: a host client on
-// the hybrid socket is closed at once (and not looped back to the socket it
-// came in on), and one after the start is served.
-func TestHostConnectBeforeTheRingsStartIsClosed(t *testing.T) {
+// the hybrid socket waits, as in a listen backlog (and is not looped back to
+// the socket it came in on), and is served once the rings start.
+func TestHostConnectBeforeTheRingsStartWaitsForTheDevice(t *testing.T) {
 	h := newHarness(t, "firecracker-1.14")
 	h.handshake()
 	c, err := net.Dial("unix", h.uds)
 	require.NoError(t, err)
 	defer c.Close()
-	_, _ = c.Write([]byte("CONNECT 7000\n"))
-	require.NoError(t, c.SetReadDeadline(time.Now().Add(wait)))
-	n, err := c.Read(make([]byte, 16))
-	require.Zero(t, n)
-	require.Error(t, err)
-	require.False(t, errors.Is(err, os.ErrDeadlineExceeded), "closed, not left hanging")
+	_, err = c.Write([]byte("CONNECT 7000\n"))
+	require.NoError(t, err)
+	require.NoError(t, c.SetReadDeadline(time.Now().Add(200*time.Millisecond)))
+	_, err = c.Read(make([]byte, 16))
+	require.ErrorIs(t, err, os.ErrDeadlineExceeded, "the client waits")
 
 	h.start()
-	c2, port := hostConnect(t, h, 7000)
+	req, _ := h.recvPkt(wait)
+	require.Equal(t, virtio.OpRequest, req.Op, pktString(req))
+	require.Equal(t, uint32(7000), req.DstPort)
+	h.sendPkt(hdr(7000, req.SrcPort, virtio.OpResponse, 65536, 0), nil)
+	require.NoError(t, c.SetReadDeadline(time.Now().Add(wait)))
+	line, err := bufio.NewReader(c).ReadString('\n')
+	require.NoError(t, err)
+	require.Equal(t, "OK 1073741824\n", line)
+}
+
+// A client that connected while the rings ran is closed when they stop,
+// and one that connects while they are stopped is served after the
+// restart by the rebuilt device.
+func TestHostClientsAcrossARingRestart(t *testing.T) {
+	h := newHarness(t, "firecracker-1.14")
+	h.handshake()
+	h.start()
+	c1, _ := hostConnect(t, h, 7000)
+	defer c1.Close()
+	h.stop()
+	require.NoError(t, c1.SetReadDeadline(time.Now().Add(wait)))
+	_, err := c1.Read(make([]byte, 1))
+	require.Error(t, err)
+	require.False(t, errors.Is(err, os.ErrDeadlineExceeded), "closed with the device")
+
+	c2, err := net.Dial("unix", h.uds)
+	require.NoError(t, err)
 	defer c2.Close()
-	require.Equal(t, uint32(1<<30), port)
+	_, err = c2.Write([]byte("CONNECT 7001\n"))
+	require.NoError(t, err)
+	h.start()
+	req, _ := h.recvPkt(wait)
+	require.Equal(t, uint32(7001), req.DstPort, pktString(req))
+	require.Equal(t, uint32(1<<30), req.SrcPort, "fixed-start ports begin again")
 }

@@ -40,9 +40,12 @@
 // "CONNECT <port>\n"; the device answers "OK <local port>\n" once the guest
 // accepted. A guest connection to host port P is connected to a real Unix
 // listener on UDS_P (lab.Host.ReachRealSockets); where nothing listens the
-// guest gets the profile's answer (an RST from Firecracker). While the rings
-// are stopped there is no device, and a host client on UDS is closed at
-// once, as by a VMM without a vsock device; hostd's supervisor retries.
+// guest gets the profile's answer (an RST from Firecracker). The socket on
+// UDS stays bound for the back-end's whole life, as Firecracker's and
+// vhost-device-vsock's listeners do, while the device comes and goes with
+// the rings: a host client that connects while the rings are stopped waits,
+// as in a listen backlog, and is joined to the rebuilt device when they
+// start again; clients joined to a device are closed when it stops.
 //
 // # What is negotiated
 //

@@ -377,6 +377,7 @@ func (s *session) tryStart(name string) error {
 		return protoErr(name, "%v", err)
 	}
 	s.running = true
+	s.b.up.started()
 	return nil
 }
 
@@ -410,6 +411,7 @@ func (s *session) stopDevice() error {
 	if !s.running {
 		return nil
 	}
+	s.b.up.stopped()
 	var st [3]virtio.QueueState
 	err := s.b.lab.Do(func(w *emu.World) error {
 		if w.RingsRunning() {

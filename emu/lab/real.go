@@ -46,8 +46,8 @@ func (h *Host) ReachRealSockets() {
 		ns.SetOutside(func(path string) (*uds.Conn, error) {
 			if path == own {
 				// The device's own socket, unbound while the device is
-				// down: its real twin is what Expose serves, and dialing
-				// it would loop back here.
+				// down: its real twin is the socket host clients come
+				// in on, and dialing it would loop back here.
 				return nil, syscall.ECONNREFUSED
 			}
 			// A Unix connect does not block: Go's sockets are non-blocking
