@@ -131,6 +131,46 @@ func TestNoCitationsOutsideRepository(t *testing.T) {
 	require.Zero(t, len(bad), "citations of material outside the repository (cite upstream, or docs/sources.md#<anchor>):\n%s", joinCitations(bad))
 }
 
+// TestOutsideCitationPatterns pins what rule (a) flags and what it leaves
+// alone, so that a loosened pattern cannot pass the repository vacuously.
+func TestOutsideCitationPatterns(t *testing.T) {
+	flagged := func(text string) bool {
+		for _, p := range outsideCitations {
+			if p.re.MatchString(text) {
+				return true
+			}
+		}
+		return false
+	}
+	for _, tc := range []struct {
+		text string
+		want bool
+	}{
+		{"(FC@v1.14.0 unix/muxer.rs send_pkt; notes 4.4)", true},
+		{"notes 7", true},
+		{"(notes\n// 4.6)", true},
+		{"Linux notes section 9: receive buffers", true},
+		{"Linux notes\n// section 1: 4096", true},
+		{"(notes\n// §1.2, Firecracker issue #4284)", true},
+		{"facts §5: device buf_alloc 64 KiB", true},
+		{"Facts section 3: connect, RST", true},
+		{"(facts\n\t// section 4): header", true},
+		{"§3 \"THE LEAK\"", true},
+		{"# (../shared/seeds/003_8d371f8b1d3b87cb.txt).", true},
+		{"see /work/notes/bench-emu.md", true},
+		{"the timer-pool hazard of go-notes.md", true},
+		{"byte for byte (design.md \"Determinism contract\")", true},
+		{"docs/sources.md#fc-port-allocation", false},
+		{"the programs' log lines as notes, as a Mermaid diagram", false},
+		{"release notes for v1.15.0", false},
+		{"the seeds in the code; run with -update-corpus", false},
+		{"testdata/fuzz/FuzzCredit/seed-03", false},
+		{"Firecracker v1.15.0 (PR #5688) persists local_port_last", false},
+	} {
+		require.Equal(t, tc.want, flagged(tc.text), "%q", tc.text)
+	}
+}
+
 // anchorsOf returns the anchors a Markdown text defines: explicit
 // <a id="..."> anchors and GitHub's heading anchors.
 func anchorsOf(text string) map[string]bool {
