@@ -45,8 +45,12 @@ var outsideCitations = []struct {
 }
 
 // anchorRef is a reference to an anchor of a Markdown file in docs/, as
-// code comments and trace headers write it.
-var anchorRef = regexp.MustCompile(`\b(docs/[\w.-]+\.md)#([\w-]+)`)
+// code comments and trace headers write it; more anchors of the same file
+// may follow, comma-separated: "docs/sources.md#fc-connect-line, #fc-ok-ack".
+var anchorRef = regexp.MustCompile(`\b(docs/[\w.-]+\.md)#([\w-]+)((?:,[\s/]*#[\w-]+)*)`)
+
+// moreAnchors picks the anchors out of anchorRef's continuation.
+var moreAnchors = regexp.MustCompile(`#([\w-]+)`)
 
 // mdLinkRef is a Markdown link with an anchor: to another file relative to
 // the linking file, or within it.
@@ -235,7 +239,11 @@ func TestAnchorsResolve(t *testing.T) {
 	refs := 0
 	for _, f := range files {
 		for _, m := range anchorRef.FindAllStringSubmatchIndex(f.text, -1) {
-			check(f, m[0], f.text[m[2]:m[3]], f.text[m[4]:m[5]])
+			target := f.text[m[2]:m[3]]
+			check(f, m[0], target, f.text[m[4]:m[5]])
+			for _, more := range moreAnchors.FindAllStringSubmatch(f.text[m[6]:m[7]], -1) {
+				check(f, m[0], target, more[1])
+			}
 			refs++
 		}
 		if !strings.HasSuffix(f.path, ".md") {
@@ -252,6 +260,29 @@ func TestAnchorsResolve(t *testing.T) {
 	}
 	require.Zero(t, len(bad), "anchor references that do not resolve:\n%s", joinCitations(bad))
 	require.NotZero(t, refs, "no anchor references found: the pattern no longer matches how the repository cites docs/sources.md")
+}
+
+// TestAnchorRefForms pins the citation forms rule (b) reads, so that a
+// continuation anchor cannot slip past unchecked.
+func TestAnchorRefForms(t *testing.T) {
+	for _, tc := range []struct {
+		text string
+		want []string
+	}{
+		{"(docs/sources.md#fc-port-allocation).", []string{"fc-port-allocation"}},
+		{"docs/sources.md#fc-connect-line, #fc-ok-ack)", []string{"fc-connect-line", "fc-ok-ack"}},
+		{"docs/sources.md#fc-reset-event,\n// #fc-reset-on-snapshot).", []string{"fc-reset-event", "fc-reset-on-snapshot"}},
+		{"see docs/trace.md#scenarios and #later", []string{"scenarios"}},
+	} {
+		var got []string
+		for _, m := range anchorRef.FindAllStringSubmatch(tc.text, -1) {
+			got = append(got, m[2])
+			for _, more := range moreAnchors.FindAllStringSubmatch(m[3], -1) {
+				got = append(got, more[1])
+			}
+		}
+		require.Equal(t, tc.want, got, "%q", tc.text)
+	}
 }
 
 // TestAnchorsUnique: an anchor defined twice in one document makes a
