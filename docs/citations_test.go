@@ -35,12 +35,12 @@ var outsideCitations = []struct {
 	re   *regexp.Regexp
 }{
 	{"a machine-local path", regexp.MustCompile(`/work/`)},
-	{"the shared directory", regexp.MustCompile(`\.\./shared\b`)},
-	{"a reference note outside the repository", regexp.MustCompile(`\b(vsock-facts|go-notes|real-kernel-notes|style-anchors|firecracker-vsock|bench-emu)\b`)},
+	{"the shared directory", regexp.MustCompile(`\.\./shared\b|\bshared/(reference|seeds)\b`)},
+	{"a reference note outside the repository", regexp.MustCompile(`(?i)\b(vsock-facts|go-notes|real[- ]kernel[- ]notes|style-anchors|firecracker-vsock|bench-emu)\b|\breference (facts|notes)\b`)},
 	{"a design document outside the repository", regexp.MustCompile(`(^|[^/\w])design\.md`)},
 	{"a seed write-up outside the repository", regexp.MustCompile(`\bseeds/|\b\d{3}_[0-9a-f]{16}\.txt`)},
 	{"a numbered section of notes", regexp.MustCompile(`(?i)\bnotes[\s/#*]*(§\s*|section[\s/#*]+)?\d`)},
-	{"a numbered section of a facts file", regexp.MustCompile(`(?i)\bfacts[\s/#*]*(§|section[\s/#*]*\d)`)},
+	{"a numbered section of a facts file", regexp.MustCompile(`(?i)\bfacts[\s/#*]*(§|section[\s/#*]*\d|\d)`)},
 	{"a numbered section sign", regexp.MustCompile(`§\s*\d`)},
 }
 
@@ -164,7 +164,11 @@ func TestOutsideCitationPatterns(t *testing.T) {
 		{"see /work/notes/bench-emu.md", true},
 		{"the timer-pool hazard of go-notes.md", true},
 		{"byte for byte (design.md \"Determinism contract\")", true},
+		{"facts 5: ports", true},
+		{"as summarised in the project's reference facts", true},
+		{"the real kernel notes say", true},
 		{"docs/sources.md#fc-port-allocation", false},
+		{"the facts of the case", false},
 		{"the programs' log lines as notes, as a Mermaid diagram", false},
 		{"release notes for v1.15.0", false},
 		{"the seeds in the code; run with -update-corpus", false},
