@@ -23,8 +23,8 @@ import (
 // Config describes a world. Zero values take the defaults noted.
 type Config struct {
 	Seed      uint64
-	Device    string // device profile name (default "firecracker-1.14")
-	Kernel    string // guest kernel profile name (default "linux-6.12.68")
+	Device    string // device profile name (default DefaultDevice)
+	Kernel    string // guest kernel profile name (default DefaultKernel)
 	GuestCID  uint64 // default 3
 	UDSPath   string // default DefaultUDSPath
 	QueueSize uint16 // default 256, as Firecracker
@@ -40,12 +40,26 @@ type Config struct {
 // told otherwise.
 const DefaultUDSPath = "/run/vsocklab/v.sock"
 
+// The world's default profiles: the pairing of the incidents' production
+// fleet, and the one every tool starts from unless told otherwise.
+const (
+	DefaultDevice = "firecracker-1.14"
+	DefaultKernel = "linux-6.12.68"
+)
+
+// WithDefaults returns the configuration with every zero field at its
+// default, as New fills them in.
+func (c Config) WithDefaults() Config {
+	c.defaults()
+	return c
+}
+
 func (c *Config) defaults() {
 	if c.Device == "" {
-		c.Device = "firecracker-1.14"
+		c.Device = DefaultDevice
 	}
 	if c.Kernel == "" {
-		c.Kernel = "linux-6.12.68"
+		c.Kernel = DefaultKernel
 	}
 	if c.GuestCID == 0 {
 		c.GuestCID = 3

@@ -864,3 +864,21 @@ func TestWorldFirecracker15RejectsModernRXBuffers(t *testing.T) {
 	require.Positive(t, w.Guest.Stats().RXDropped)
 	require.Contains(t, w.Eng.Log.String(), "used length 0 outside [44, 3776]")
 }
+
+func TestRXCompatibilityFollowsTheDeviceParser(t *testing.T) {
+	for _, d := range device.Profiles() {
+		for _, k := range guest.Profiles() {
+			// Only FC v1.5 wants a header descriptor and exactly one data
+			// descriptor (FC issue #4284): the pkt-era 44+4096 buffers.
+			want := d.RX != device.RXFirecrackerLegacy || k.RX == guest.RXTwoDesc
+			require.Equal(t, want, emu.RXCompatible(d, k), "%s with %s", d.Name, k.Name)
+		}
+		kernel, ok := emu.KernelFor(d)
+		require.True(t, ok, d.Name)
+		if d.RX == device.RXFirecrackerLegacy {
+			require.Equal(t, "linux-5.15", kernel, d.Name)
+		} else {
+			require.Equal(t, emu.DefaultKernel, kernel, d.Name)
+		}
+	}
+}

@@ -5,6 +5,9 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+	"github.com/vsocklab/vsocklab/emu"
+	"github.com/vsocklab/vsocklab/emu/device"
+	"github.com/vsocklab/vsocklab/emu/guest"
 )
 
 // creditSeed builds a CheckCredit input: device and kernel indexes into
@@ -88,4 +91,16 @@ func TestCreditSeedsMoveData(t *testing.T) {
 	require.NoError(t, c.drain())
 	require.Equal(t, uint64(200<<10), c.hostRecv)
 	require.Equal(t, uint64(300<<10), c.guestRecv)
+}
+
+func TestCreditPairsAreRXCompatible(t *testing.T) {
+	for _, dn := range creditDevices {
+		d, err := device.LookupProfile(dn)
+		require.NoError(t, err)
+		for _, kn := range creditKernels {
+			k, err := guest.LookupProfile(kn)
+			require.NoError(t, err)
+			require.True(t, emu.RXCompatible(d, k), "%s with %s", dn, kn)
+		}
+	}
 }

@@ -1,7 +1,6 @@
 package fuzz
 
 import (
-	"bytes"
 	"encoding/binary"
 	"fmt"
 	"time"
@@ -12,8 +11,8 @@ import (
 
 // Shared pieces of the system-level harnesses: a byte reader that never
 // fails (a fuzzer's input ends where it ends: missing bytes read as zero), a
-// bounded engine loop, a memory wrapper that records unchecked accesses and
-// the position-dependent byte pattern of the stream oracles.
+// bounded engine loop and a memory wrapper that records unchecked accesses.
+// The stream oracles' bytes are package internal/pattern's.
 
 // input reads fuzzer bytes; past the end every read is zero and done
 // reports true.
@@ -91,50 +90,4 @@ func (m *guardMem) WriteAt(p []byte, addr uint64) error {
 		m.bad = fmt.Errorf("unchecked guest memory write: %w", err)
 	}
 	return err
-}
-
-// The test streams' bytes: byte off of a stream is patternTable[off %
-// patternPeriod], a multiplicative hash of the offset, so a chunk delivered
-// twice, out of order or at the wrong offset differs from the bytes at the
-// receiver's position unless the shift is a multiple of the period, a prime
-// near 1 MiB that no packet, buffer or iovec size of the models divides
-// (and byte counts are checked separately). Filling and checking copy and
-// compare whole slices: a byte loop would run every comparison through the
-// coverage hooks of an instrumented (libFuzzer) build.
-const patternPeriod = 1048573
-
-var patternTable = func() []byte {
-	t := make([]byte, 2*patternPeriod)
-	for i := range t {
-		t[i] = byte((uint32(i%patternPeriod) * 0x9e3779b1) >> 24)
-	}
-	return t
-}()
-
-// patternByte is the byte at offset off of a test stream.
-func patternByte(off uint64) byte { return patternTable[off%patternPeriod] }
-
-// fillPattern fills p with the stream bytes from offset off on.
-func fillPattern(p []byte, off uint64) {
-	for len(p) > 0 {
-		n := copy(p, patternTable[off%patternPeriod:][:min(len(p), patternPeriod)])
-		p, off = p[n:], off+uint64(n)
-	}
-}
-
-// checkPattern reports the first byte of p that is not the stream's byte at
-// its offset.
-func checkPattern(p []byte, off uint64) error {
-	for len(p) > 0 {
-		n := min(len(p), patternPeriod)
-		if want := patternTable[off%patternPeriod:][:n]; !bytes.Equal(p[:n], want) {
-			i := 0
-			for p[i] == want[i] {
-				i++
-			}
-			return fmt.Errorf("stream byte at offset %d is %#02x, want %#02x (data duplicated, lost or reordered)", off+uint64(i), p[i], want[i])
-		}
-		p, off = p[n:], off+uint64(n)
-	}
-	return nil
 }

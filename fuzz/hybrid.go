@@ -62,7 +62,13 @@ func CheckHybridConnect(data []byte) error {
 	split1, split2 := int(in.u8()), int(in.u8())
 	msg := in.bytes(hybridMaxBytes)
 
-	w, err := emu.New(emu.Config{Seed: 1, Device: prof.Name, Kernel: hybridKernel(prof), MemSize: 256 << 10, QueueSize: 16})
+	// A kernel whose receive buffers the device takes: with any other the
+	// guest and device trade the same buffers forever at one instant.
+	kernel, ok := emu.KernelFor(prof)
+	if !ok {
+		return fmt.Errorf("no kernel profile posts receive buffers %s takes", prof.Name)
+	}
+	w, err := emu.New(emu.Config{Seed: 1, Device: prof.Name, Kernel: kernel, MemSize: 256 << 10, QueueSize: 16})
 	if err != nil {
 		return err
 	}
@@ -188,17 +194,6 @@ func hybridProfiles() []device.Profile {
 		}
 	}
 	return out
-}
-
-// hybridKernel is a guest kernel whose buffers the device accepts: a
-// Firecracker v1.5 device rejects the one-descriptor RX buffers of Linux
-// 6.1.63 and later (FC issue #4284), and the guest and device then trade
-// the same buffers forever at one instant of virtual time.
-func hybridKernel(p device.Profile) string {
-	if p.RX == device.RXFirecrackerLegacy {
-		return "linux-5.15"
-	}
-	return "linux-6.12.68"
 }
 
 // readAll reads what a host connection holds and reports whether the

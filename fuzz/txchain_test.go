@@ -6,6 +6,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 	"github.com/vsocklab/vsocklab/emu/device"
+	"github.com/vsocklab/vsocklab/internal/pattern"
 	"github.com/vsocklab/vsocklab/virtio"
 )
 
@@ -129,7 +130,7 @@ func guestPkt(op virtio.Op, src, dst uint32, n int) []byte {
 		Type: virtio.TypeStream, Op: op, Len: uint32(n), BufAlloc: 256 << 10}
 	b := h.Append(nil)
 	for i := 0; i < n; i++ {
-		b = append(b, patternByte(uint64(i)))
+		b = append(b, pattern.Byte(uint64(i)))
 	}
 	return b
 }

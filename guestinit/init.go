@@ -26,6 +26,8 @@ import (
 	"net"
 	"sync"
 	"time"
+
+	"github.com/vsocklab/vsocklab/vsockport"
 )
 
 // Env is what init needs from the machine it runs on.
@@ -70,10 +72,10 @@ const HostCID = 2
 // Options configure init. The zero value is the current, fixed behaviour
 // with the default ports.
 type Options struct {
-	// APIPort is the vsock port of the init API (default 10000).
+	// APIPort is the vsock port of the init API (default vsockport.API).
 	APIPort uint32
 	// LogPort is the host port that receives stdout and stderr
-	// (guest-initiated, default 10001).
+	// (guest-initiated, default vsockport.Log).
 	LogPort uint32
 	// VsockWriteTimeout bounds how long one write to a log stream may make
 	// no progress before its bytes are dropped with a warning (default 2s).
@@ -90,12 +92,19 @@ type Options struct {
 	ReadChunk int
 }
 
+// WithDefaults returns the options with every unset field at its default,
+// as New fills them in.
+func (o Options) WithDefaults() Options {
+	o.defaults()
+	return o
+}
+
 func (o *Options) defaults() {
 	if o.APIPort == 0 {
-		o.APIPort = 10000
+		o.APIPort = vsockport.API
 	}
 	if o.LogPort == 0 {
-		o.LogPort = 10001
+		o.LogPort = vsockport.Log
 	}
 	if o.VsockWriteTimeout == 0 {
 		o.VsockWriteTimeout = 2 * time.Second

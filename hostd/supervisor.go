@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/yamux"
+	"github.com/vsocklab/vsocklab/vsockport"
 )
 
 // Backoff is the supervisor's retry policy for connecting to init.
@@ -35,8 +36,8 @@ func (b *Backoff) defaults() {
 
 // Options configure the daemon.
 type Options struct {
-	APIPort uint32 // init API port in the guest (default 10000)
-	LogPort uint32 // host port of the log collector (default 10001)
+	APIPort uint32 // init API port in the guest (default vsockport.API)
+	LogPort uint32 // host port of the log collector (default vsockport.Log)
 	Backoff Backoff
 	// SessionFirst opens the long-lived metrics session before the status
 	// check after boot and resume: the unlucky order of seed 003, where the
@@ -47,12 +48,19 @@ type Options struct {
 	AttemptTimeout time.Duration
 }
 
+// WithDefaults returns the options with every unset field at its default,
+// as New fills them in.
+func (o Options) WithDefaults() Options {
+	o.defaults()
+	return o
+}
+
 func (o *Options) defaults() {
 	if o.APIPort == 0 {
-		o.APIPort = 10000
+		o.APIPort = vsockport.API
 	}
 	if o.LogPort == 0 {
-		o.LogPort = 10001
+		o.LogPort = vsockport.Log
 	}
 	if o.AttemptTimeout == 0 {
 		o.AttemptTimeout = 2 * time.Second

@@ -6,7 +6,6 @@ import (
 	"net"
 	"os"
 	"strings"
-	"testing"
 	"time"
 
 	"github.com/vsocklab/vsocklab/emu"
@@ -16,11 +15,11 @@ import (
 	"github.com/vsocklab/vsocklab/hostd"
 )
 
-// Profile fixes the world and program options of a system check; the fuzz
+// Setup fixes the world and program options of a system check; the fuzz
 // targets take theirs from the environment (VSOCKLAB_PROFILE=historical), so
 // that the same target hunts with the fixed programs and rediscovers the
 // incidents with the old ones.
-type Profile struct {
+type Setup struct {
 	Name   string
 	Device string
 	Kernel string
@@ -28,31 +27,31 @@ type Profile struct {
 	Hostd  hostd.Options
 }
 
-// The system targets' profiles.
+// The system targets' setups.
 var (
 	// CurrentWedge: a fixed device and init with its write timeout.
-	CurrentWedge = Profile{Name: "current", Device: "cloud-hypervisor-51", Kernel: "linux-6.12.68"}
+	CurrentWedge = Setup{Name: "current", Device: "cloud-hypervisor-51", Kernel: "linux-6.12.68"}
 	// HistoricalWedge: seed 000's device, kernel and init.
-	HistoricalWedge = Profile{Name: "historical", Device: "cloud-hypervisor-50", Kernel: "linux-6.12.68",
+	HistoricalWedge = Setup{Name: "historical", Device: "cloud-hypervisor-50", Kernel: "linux-6.12.68",
 		Init: guestinit.Options{NoVsockWriteTimeout: true}}
 	// CurrentResume: fixed-start ports still, but an init that closes reset
 	// sockets.
-	CurrentResume = Profile{Name: "current", Device: "firecracker-1.14", Kernel: "linux-6.12.68",
+	CurrentResume = Setup{Name: "current", Device: "firecracker-1.14", Kernel: "linux-6.12.68",
 		Hostd: hostd.Options{SessionFirst: true}}
 	// HistoricalResume: seed 003's init, ports and hostd order.
-	HistoricalResume = Profile{Name: "historical", Device: "firecracker-1.14", Kernel: "linux-6.12.68",
+	HistoricalResume = Setup{Name: "historical", Device: "firecracker-1.14", Kernel: "linux-6.12.68",
 		Init: guestinit.Options{KeepResetSessions: true}, Hostd: hostd.Options{SessionFirst: true}}
 )
 
-// ProfileFromEnv picks the historical profile when VSOCKLAB_PROFILE says so.
-func ProfileFromEnv(current, historical Profile) Profile {
+// SetupFromEnv picks the historical setup when VSOCKLAB_PROFILE says so.
+func SetupFromEnv(current, historical Setup) Setup {
 	if os.Getenv("VSOCKLAB_PROFILE") == "historical" {
 		return historical
 	}
 	return current
 }
 
-func (p Profile) lab() lab.Config {
+func (p Setup) lab() lab.Config {
 	return lab.Config{Config: emu.Config{Device: p.Device, Kernel: p.Kernel, Seed: 1}, MaxTime: 2 * time.Hour}
 }
 
@@ -86,7 +85,7 @@ func writesArg(ws []labenv.Write) string {
 // longer than MaxStdoutBlock, and every byte is accounted for: delivered to
 // hostd in order, or reported dropped (by init with a warning, by the
 // device with its error line).
-func CheckSystem(t *testing.T, p Profile, data []byte) error {
+func CheckSystem(r lab.Runner, p Setup, data []byte) error {
 	ws := DecodeWrites(data)
 	if len(ws) == 0 {
 		return nil
@@ -98,49 +97,33 @@ func CheckSystem(t *testing.T, p Profile, data []byte) error {
 		span += w.Delay
 	}
 	var failure error
-	lab.Run(t, p.lab(), func(l *lab.Lab) {
+	r.Run(p.lab(), func(l *lab.Lab) {
 		s := Start(l, p.Init, []string{"writer", writesArg(ws)}, p.Hostd)
-		ctx, cancel := context.WithTimeout(l.Context(), time.Minute)
-		defer cancel()
-		if _, err := s.Hostd.WaitCycle(ctx, 0); err != nil {
+		if _, err := s.WaitCycle(0, time.Minute); err != nil {
 			failure = fmt.Errorf("boot never started: %v", err)
 			return
 		}
 		time.Sleep(span + 30*time.Second)
-		failure = checkStdout(l, s, total)
+		failure = checkStdout(s, total)
 	})
 	return failure
 }
 
-func checkStdout(l *lab.Lab, s *System, total int64) error {
-	now := l.Now()
-	for _, pipe := range l.Pipes() {
-		block := pipe.MaxBlock
-		if pipe.Blocked {
-			block = max(block, now-pipe.Since)
-		}
-		if block > MaxStdoutBlock {
-			return fmt.Errorf("the workload waited %s to write stdout (bound %s); it wrote %d of %d bytes",
-				block, MaxStdoutBlock, s.Workload().Written(), total)
-		}
+func checkStdout(s *System, total int64) error {
+	out := s.Stdout()
+	if out.LongestBlock > MaxStdoutBlock {
+		return fmt.Errorf("the workload waited %s to write stdout (bound %s); it wrote %d of %d bytes",
+			out.LongestBlock, MaxStdoutBlock, out.Written, total)
 	}
-	written := s.Workload().Written()
-	st, _ := s.Hostd.Collector.Stream("stdout")
-	delivered := int64(st.Bytes)
-	initDropped := int64(s.Init.Stats().LogBytesDropped["stdout"])
-	var devDropped int64
-	_ = l.Do(func(w *emu.World) error { devDropped = int64(w.Dev.Stats().DroppedRWBytes); return nil })
-	if written != total {
-		return fmt.Errorf("the workload wrote %d of %d bytes", written, total)
+	if out.Written != total {
+		return fmt.Errorf("the workload wrote %d of %d bytes", out.Written, total)
 	}
-	if got := delivered + initDropped + devDropped; got != written {
+	if got := out.Delivered + out.DroppedByInit + out.DroppedByDevice; got != out.Written {
 		return fmt.Errorf("bytes unaccounted for: written %d, delivered %d, dropped by init %d, dropped by the device %d",
-			written, delivered, initDropped, devDropped)
+			out.Written, out.Delivered, out.DroppedByInit, out.DroppedByDevice)
 	}
-	if initDropped == 0 && devDropped == 0 {
-		if at := labenv.CheckPattern(st.Data); at >= 0 {
-			return fmt.Errorf("stdout delivered out of order or duplicated at byte %d of %d", at, delivered)
-		}
+	if out.DroppedByInit == 0 && out.DroppedByDevice == 0 && out.OutOfOrderAt >= 0 {
+		return fmt.Errorf("stdout delivered out of order or duplicated at byte %d of %d", out.OutOfOrderAt, out.Delivered)
 	}
 	return nil
 }
@@ -150,19 +133,14 @@ func checkStdout(l *lab.Lab, s *System, total int64) error {
 // held open or closed, pauses. Oracles: after every resume whose start
 // sequence finished, no socket a reset left behind stays in the guest's
 // connected table; every resume starts within 5 s.
-func CheckSuspendResume(t *testing.T, p Profile, data []byte) error {
+func CheckSuspendResume(r lab.Runner, p Setup, data []byte) error {
 	if len(data) > 64 {
 		data = data[:64]
 	}
 	var failure error
-	lab.Run(t, p.lab(), func(l *lab.Lab) {
+	r.Run(p.lab(), func(l *lab.Lab) {
 		s := Start(l, p.Init, []string{"idle"}, p.Hostd)
-		wait := func(n int) (hostd.Cycle, error) {
-			ctx, cancel := context.WithTimeout(l.Context(), 10*time.Minute)
-			defer cancel()
-			return s.Hostd.WaitCycle(ctx, n)
-		}
-		if _, err := wait(0); err != nil {
+		if _, err := s.WaitCycle(0, 10*time.Minute); err != nil {
 			failure = fmt.Errorf("boot never started: %v", err)
 			return
 		}
@@ -174,20 +152,10 @@ func CheckSuspendResume(t *testing.T, p Profile, data []byte) error {
 			switch b % 4 {
 			case 0:
 				time.Sleep(time.Duration(b>>2) * 100 * time.Millisecond)
-				if err := l.Suspend(); err != nil {
-					failure = err
-					return
-				}
-				time.Sleep(time.Second)
-				if err := l.Resume(); err != nil {
-					failure = err
-					return
-				}
-				s.Hostd.Resumed()
 				cycle++
-				c, err := wait(cycle)
+				c, err := s.SuspendResume(cycle, time.Second, 10*time.Minute)
 				if err != nil {
-					failure = fmt.Errorf("resume %d never started: %v", cycle, err)
+					failure = fmt.Errorf("resume %d: %v", cycle, err)
 					return
 				}
 				if !c.Started || c.TimeToStarted > 5*time.Second {

@@ -6,6 +6,9 @@
 package programs
 
 import (
+	"fmt"
+	"time"
+
 	"context"
 	"net"
 	"strconv"
@@ -76,4 +79,39 @@ func (s *System) Workload() *labenv.Process {
 		return ps[0]
 	}
 	return nil
+}
+
+// Resume restores the VM and tells hostd, as the VMM's resume hook does.
+func (s *System) Resume() error {
+	if err := s.L.Resume(); err != nil {
+		return err
+	}
+	s.Hostd.Resumed()
+	return nil
+}
+
+// WaitCycle waits up to timeout of virtual time for hostd's start sequence
+// n (0 is the boot, then one per resume).
+func (s *System) WaitCycle(n int, timeout time.Duration) (hostd.Cycle, error) {
+	ctx, cancel := context.WithTimeout(s.L.Context(), timeout)
+	defer cancel()
+	c, err := s.Hostd.WaitCycle(ctx, n)
+	if err != nil {
+		return c, fmt.Errorf("cycle %d did not finish within %s", n, timeout)
+	}
+	return c, nil
+}
+
+// SuspendResume is one snapshot cycle as a VMM runs it: suspend, stay
+// suspended for pause, resume, tell hostd, and wait up to timeout for its
+// start sequence n.
+func (s *System) SuspendResume(n int, pause, timeout time.Duration) (hostd.Cycle, error) {
+	if err := s.L.Suspend(); err != nil {
+		return hostd.Cycle{}, err
+	}
+	time.Sleep(pause)
+	if err := s.Resume(); err != nil {
+		return hostd.Cycle{}, err
+	}
+	return s.WaitCycle(n, timeout)
 }

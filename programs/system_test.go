@@ -1,7 +1,6 @@
 package programs
 
 import (
-	"context"
 	"strings"
 	"testing"
 	"time"
@@ -20,9 +19,7 @@ func cfg(device, kernel string) lab.Config {
 
 func waitCycle(t *testing.T, s *System, n int) hostd.Cycle {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(s.L.Context(), 10*time.Minute)
-	defer cancel()
-	c, err := s.Hostd.WaitCycle(ctx, n)
+	c, err := s.WaitCycle(n, 10*time.Minute)
 	require.NoError(t, err)
 	return c
 }
@@ -91,7 +88,7 @@ func TestResumeReopensSessionAndLeakOption(t *testing.T) {
 				sessions := s.Hostd.Sessions()
 				require.Len(t, sessions, 1)
 				require.True(t, sessions[0].Closed, "the reset itself ended the session, before hostd's new cycle")
-				s.Hostd.Resumed()
+				s.Hostd.Resumed() // only now: the assertions above are about the time before hostd knows
 				c := waitCycle(t, s, 1)
 				require.True(t, c.Started)
 				time.Sleep(5 * time.Second)
@@ -118,11 +115,8 @@ func TestTimeToStartedRecordedPerCycle(t *testing.T) {
 		waitCycle(t, s, 0)
 		for i := 1; i <= 4; i++ {
 			time.Sleep(5 * time.Second)
-			require.NoError(t, l.Suspend())
-			time.Sleep(time.Second)
-			require.NoError(t, l.Resume())
-			s.Hostd.Resumed()
-			c := waitCycle(t, s, i)
+			c, err := s.SuspendResume(i, time.Second, 10*time.Minute)
+			require.NoError(t, err)
 			require.True(t, c.Started)
 			require.Equal(t, i, c.Failures("session"), "cycle %d: one refused attempt per leaked port", i)
 		}
@@ -143,10 +137,8 @@ func TestSystemIsDeterministic(t *testing.T) {
 		waitCycle(t, s, 0)
 		for i := 1; i <= 2; i++ {
 			time.Sleep(3 * time.Second)
-			require.NoError(t, l.Suspend())
-			require.NoError(t, l.Resume())
-			s.Hostd.Resumed()
-			waitCycle(t, s, i)
+			_, err := s.SuspendResume(i, 0, 10*time.Minute)
+			require.NoError(t, err)
 		}
 	})
 	require.True(t, strings.Contains(res.Log, "cycle 2: started"))

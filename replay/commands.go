@@ -2,6 +2,7 @@ package replay
 
 import (
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -30,62 +31,58 @@ type command struct {
 	positional string // name of a single positional argument ("" for none)
 	input      string // what the input lines are, "" when none are taken
 	check      func(d *trace.Directive) error
-	run        func(sc *Scenario, d *trace.Directive) (string, error)
+	run        func(sr *scenarioRun, d *trace.Directive) (string, error)
 }
 
-var commands map[string]command
-
-func init() {
-	commands = map[string]command{
-		"world": {
-			args:  map[string]argKind{"name": value, "device": value, "kernel": value, "seed": number, "cid": number},
-			check: checkWorld,
-			run:   (*Scenario).cmdWorld,
-		},
-		"hostd": {
-			args: map[string]argKind{"session-first": flagArg, "backoff-initial": duration, "backoff-max": duration,
-				"give-up": duration, "api-port": number, "log-port": number, "attempt-timeout": duration},
-			run: (*Scenario).cmdHostd,
-		},
-		"init": {
-			args: map[string]argKind{"no-write-timeout": flagArg, "write-timeout": duration, "keep-reset-sessions": flagArg,
-				"api-port": number, "log-port": number, "metrics-interval": duration, "read-chunk": number},
-			input: "the workload, one line",
-			check: checkInit,
-			run:   (*Scenario).cmdInit,
-		},
-		"boot":    {run: (*Scenario).cmdBoot},
-		"run":     {positional: "duration", run: (*Scenario).cmdRun},
-		"suspend": {run: (*Scenario).cmdSuspend},
-		"resume":  {run: (*Scenario).cmdResume},
-		"wait-started": {
-			args: map[string]argKind{"cycle": number, "timeout": duration},
-			run:  (*Scenario).cmdWaitStarted,
-		},
-		"cycles": {
-			args: map[string]argKind{"n": number, "dwell": duration, "pause": duration, "timeout": duration},
-			run:  (*Scenario).cmdCycles,
-		},
-		"connect": {
-			args: map[string]argKind{"port": number},
-			run:  (*Scenario).cmdConnect,
-		},
-		"fault": {
-			positional: "drop-tx",
-			args:       map[string]argKind{"n": number, "min-len": number},
-			check:      checkFault,
-			run:        (*Scenario).cmdFault,
-		},
-		"timeline": {
-			args:  map[string]argKind{"kinds": list, "comp": list, "grep": value, "all": flagArg, "limit": number},
-			check: checkTimeline,
-			run:   (*Scenario).cmdTimeline,
-		},
-		"sockets":  {args: map[string]argKind{"limit": number}, run: (*Scenario).cmdSockets},
-		"counters": {run: (*Scenario).cmdCounters},
-		"report":   {run: (*Scenario).cmdReport},
-		"verdict":  {positional: "wedge|resume", check: checkVerdict, run: (*Scenario).cmdVerdict},
-	}
+var commands = map[string]command{
+	"world": {
+		args:  map[string]argKind{"name": value, "device": value, "kernel": value, "seed": number, "cid": number},
+		check: checkWorld,
+		run:   (*scenarioRun).cmdWorld,
+	},
+	"hostd": {
+		args: map[string]argKind{"session-first": flagArg, "backoff-initial": duration, "backoff-max": duration,
+			"give-up": duration, "api-port": number, "log-port": number, "attempt-timeout": duration},
+		run: (*scenarioRun).cmdHostd,
+	},
+	"init": {
+		args: map[string]argKind{"no-write-timeout": flagArg, "write-timeout": duration, "keep-reset-sessions": flagArg,
+			"api-port": number, "log-port": number, "metrics-interval": duration, "read-chunk": number},
+		input: "the workload, one line",
+		check: checkInit,
+		run:   (*scenarioRun).cmdInit,
+	},
+	"boot":    {run: (*scenarioRun).cmdBoot},
+	"run":     {positional: "duration", check: checkRun, run: (*scenarioRun).cmdRun},
+	"suspend": {run: (*scenarioRun).cmdSuspend},
+	"resume":  {run: (*scenarioRun).cmdResume},
+	"wait-started": {
+		args: map[string]argKind{"cycle": number, "timeout": duration},
+		run:  (*scenarioRun).cmdWaitStarted,
+	},
+	"cycles": {
+		args: map[string]argKind{"n": number, "dwell": duration, "pause": duration, "timeout": duration},
+		run:  (*scenarioRun).cmdCycles,
+	},
+	"connect": {
+		args: map[string]argKind{"port": number},
+		run:  (*scenarioRun).cmdConnect,
+	},
+	"fault": {
+		positional: "drop-tx",
+		args:       map[string]argKind{"n": number, "min-len": number},
+		check:      checkFault,
+		run:        (*scenarioRun).cmdFault,
+	},
+	"timeline": {
+		args:  map[string]argKind{"kinds": list, "comp": list, "grep": value, "all": flagArg, "limit": number},
+		check: checkTimeline,
+		run:   (*scenarioRun).cmdTimeline,
+	},
+	"sockets":  {args: map[string]argKind{"limit": number}, run: (*scenarioRun).cmdSockets},
+	"counters": {run: (*scenarioRun).cmdCounters},
+	"report":   {run: (*scenarioRun).cmdReport},
+	"verdict":  {positional: "wedge|resume", check: checkVerdict, run: (*scenarioRun).cmdVerdict},
 }
 
 // checkArgs applies a command's argument table.
@@ -107,7 +104,7 @@ func checkArgs(d *trace.Directive, c command) error {
 			if len(known) == 0 {
 				return d.Errorf("%s takes no arguments, got %q", d.Cmd, a.Key)
 			}
-			sortStrings(known)
+			slices.Sort(known)
 			return d.Errorf("%s: unknown argument %q (known: %s)", d.Cmd, a.Key, strings.Join(known, ", "))
 		}
 		switch kind {
@@ -139,23 +136,17 @@ func checkArgs(d *trace.Directive, c command) error {
 	if c.input == "" && len(d.Input) > 0 {
 		return d.Errorf("%s takes no input lines, got %q", d.Cmd, d.Input[0])
 	}
-	if d.Cmd == "run" {
-		if _, err := time.ParseDuration(d.Args[0].Key); err != nil {
-			return d.Errorf("run: expected a duration such as 30s, got %q", d.Args[0].Key)
-		}
-		if len(d.Args) > 1 {
-			return d.Errorf("run takes one duration, got %d arguments", len(d.Args))
-		}
-	}
 	return nil
 }
 
-func sortStrings(s []string) {
-	for i := 1; i < len(s); i++ {
-		for j := i; j > 0 && s[j] < s[j-1]; j-- {
-			s[j], s[j-1] = s[j-1], s[j]
-		}
+func checkRun(d *trace.Directive) error {
+	if _, err := time.ParseDuration(d.Args[0].Key); err != nil {
+		return d.Errorf("run: expected a duration such as 30s, got %q", d.Args[0].Key)
 	}
+	if len(d.Args) > 1 {
+		return d.Errorf("run takes one duration, got %d arguments", len(d.Args))
+	}
+	return nil
 }
 
 func checkWorld(d *trace.Directive) error {

@@ -13,7 +13,7 @@ import (
 func (sc *Scenario) Mermaid(limit int) string {
 	var b strings.Builder
 	b.WriteString("sequenceDiagram\n")
-	fmt.Fprintf(&b, "    title %s: %s / %s\n", sc.Name, sc.Device, sc.Kernel)
+	fmt.Fprintf(&b, "    title %s: %s / %s\n", sc.Report.Name, sc.Report.Device, sc.Report.Kernel)
 	b.WriteString("    participant G as guest (kernel and init)\n")
 	b.WriteString("    participant D as vsock device\n")
 	b.WriteString("    participant H as host (hostd)\n")

@@ -4,6 +4,7 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+	"github.com/vsocklab/vsocklab/emu/lab"
 	"github.com/vsocklab/vsocklab/trace"
 )
 
@@ -47,7 +48,7 @@ func TestParseErrors(t *testing.T) {
 func TestRuntimeErrorsArePrinted(t *testing.T) {
 	f, err := Parse("t.trace", "world\n----\n\nboot\n----\n\nwait-started timeout=1s\n----\n")
 	require.NoError(t, err)
-	res := RunFile(t, f, Options{})
+	res := RunFile(lab.T(t), f, Options{})
 	require.Equal(t, []string{
 		"world scenario-1: device firecracker-1.14, guest linux-6.12.68, seed 1\n",
 		"error: boot needs an init directive first\n",

@@ -27,8 +27,8 @@ func TestCapturesDecodeInTshark(t *testing.T) {
 	for _, path := range incidentFiles(t) {
 		res := replayFile(t, path, Options{Capture: true})
 		for _, sc := range res.Scenarios {
-			t.Run(sc.Name, func(t *testing.T) {
-				pcap := filepath.Join(dir, sc.Name+".pcap")
+			t.Run(sc.Report.Name, func(t *testing.T) {
+				pcap := filepath.Join(dir, sc.Report.Name+".pcap")
 				var buf bytes.Buffer
 				require.NoError(t, WritePcap(&buf, sc.Packets))
 				require.NoError(t, os.WriteFile(pcap, buf.Bytes(), 0o644))
@@ -60,7 +60,7 @@ func TestCapturesDecodeInTshark(t *testing.T) {
 						got.RWBytes[key] += n
 					}
 				}
-				require.Equal(t, sc.Counters, got)
+				require.Equal(t, sc.Report.Counters, got)
 			})
 		}
 	}

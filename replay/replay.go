@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-	"testing"
 
 	"github.com/vsocklab/vsocklab/emu"
 	"github.com/vsocklab/vsocklab/emu/lab"
@@ -105,28 +104,28 @@ func Parse(name, text string) (*trace.File, error) {
 // RunFile replays every scenario of f, each in its own lab bubble. Errors
 // in a directive (a workload that will not parse, a wait that times out) are
 // printed as its output, "error: ...", so that they are part of the story.
-func RunFile(t testing.TB, f *trace.File, opts Options) *Result {
+func RunFile(r lab.Runner, f *trace.File, opts Options) *Result {
 	res := &Result{File: f, Outputs: make([]string, len(f.Directives))}
 	for start := 0; start < len(f.Directives); {
 		end := start + 1
 		for end < len(f.Directives) && f.Directives[end].Cmd != "world" {
 			end++
 		}
-		sc := newScenario(f.Directives[start], opts)
+		sr := newScenario(f.Name, f.Directives[start], opts)
+		sc := sr.sc
 		res.Scenarios = append(res.Scenarios, sc)
-		cfg := sc.labConfig()
 		first, last := start, end
-		r := lab.Run(t, cfg, func(l *lab.Lab) {
-			sc.l = l
-			sc.start(opts)
+		run := r.Run(sr.labConfig(), func(l *lab.Lab) {
+			sr.l = l
+			sr.start(opts)
 			for i := first; i < last; i++ {
-				res.Outputs[i] = sc.exec(f.Directives[i])
+				res.Outputs[i] = sr.exec(f.Directives[i])
 			}
-			sc.finish()
+			sr.finish()
 		})
-		sc.LogSHA256 = r.Hash
-		sc.Log = r.Log
-		sc.records = r.World.Eng.Log.Records()
+		sc.Report.LogSHA256 = run.Hash
+		sc.Log = run.Log
+		sc.records = run.World.Eng.Log.Records()
 		start = end
 	}
 	return res

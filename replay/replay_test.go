@@ -29,12 +29,12 @@ func replayFile(t *testing.T, path string, opts Options) *Result {
 	require.NoError(t, err)
 	f, err := Parse(filepath.Base(path), string(text))
 	require.NoError(t, err)
-	return RunFile(t, f, opts)
+	return RunFile(lab.T(t), f, opts)
 }
 
-// TestIncidents replays the incident library and compares every directive's
+// TestIncidentsReplayAsWritten replays the incident library and compares every directive's
 // output with the file; -rewrite writes the actual output back.
-func TestIncidents(t *testing.T) {
+func TestIncidentsReplayAsWritten(t *testing.T) {
 	for _, path := range incidentFiles(t) {
 		t.Run(filepath.Base(path), func(t *testing.T) {
 			res := replayFile(t, path, Options{})
@@ -60,8 +60,8 @@ func TestIncidentsAreDeterministic(t *testing.T) {
 			for i := 1; i < runs; i++ {
 				again := replayFile(t, path, Options{})
 				for j, sc := range again.Scenarios {
-					require.Equal(t, first.Scenarios[j].LogSHA256, sc.LogSHA256,
-						"run %d, scenario %s: %s", i+1, sc.Name, lab.FirstDifference(first.Scenarios[j].Log, sc.Log))
+					require.Equal(t, first.Scenarios[j].Report.LogSHA256, sc.Report.LogSHA256,
+						"run %d, scenario %s: %s", i+1, sc.Report.Name, lab.FirstDifference(first.Scenarios[j].Log, sc.Log))
 				}
 			}
 		})

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"slices"
 	"strings"
 	"time"
 
@@ -20,58 +21,13 @@ import (
 	"github.com/vsocklab/vsocklab/virtio"
 )
 
-// Scenario is one world of a trace file and what its replay measured.
+// Scenario is one world of a trace file after its replay: what it
+// measured, its event log and, with Options.Capture, every packet.
 type Scenario struct {
-	Name   string `json:"name"`
-	Device string `json:"device"`
-	Kernel string `json:"kernel"`
-	Seed   uint64 `json:"seed"`
-	Init   string `json:"init,omitempty"`
-	Hostd  string `json:"hostd,omitempty"`
-
-	Verdict         string    `json:"verdict,omitempty"`
-	StdoutWritten   int64     `json:"stdout_bytes_written"`
-	StdoutDelivered int64     `json:"stdout_bytes_delivered"`
-	StdoutDropped   int64     `json:"stdout_bytes_dropped_by_init"`
-	MaxStdoutBlock  float64   `json:"max_stdout_block_ms"`
-	ResumeMS        []float64 `json:"resume_ms"`
-	LeakedSockets   int       `json:"leaked_sockets"`
-	Counters        Counters  `json:"counters"`
-	LogSHA256       string    `json:"log_sha256"`
-
-	Log     string   `json:"-"`
-	Packets []Packet `json:"-"`
+	Report  Report
+	Log     string
+	Packets []Packet
 	records []engine.Record
-
-	cfg       emu.Config
-	l         *lab.Lab
-	initOpts  guestinit.Options
-	workload  []string
-	hostdOpts hostd.Options
-	sys       *programs.System
-	logMark   int
-	cycles    []hostd.Cycle
-	endState  endState
-}
-
-// endState is what the world looked like when the scenario ended.
-type endState struct {
-	at            time.Duration
-	blocked       bool          // a stdout write was waiting for room
-	blockedSince  time.Duration // since when
-	writeTimeouts int
-	pattern       int64 // first out-of-order byte delivered, -1 if none
-	total         int64 // what the workload meant to write (writer workloads)
-	every         time.Duration
-	timeout       time.Duration // init's write timeout, 0 when none
-}
-
-// Counters are the packets and payload bytes that crossed the device, by
-// direction, as the world's own tap counted them; a capture must agree.
-type Counters struct {
-	GuestToHost map[string]uint64 `json:"guest_to_host"`
-	HostToGuest map[string]uint64 `json:"host_to_guest"`
-	RWBytes     map[string]uint64 `json:"rw_bytes"`
 }
 
 // Packet is one captured packet.
@@ -82,43 +38,47 @@ type Packet struct {
 	Payload []byte
 }
 
-func newScenario(d *trace.Directive, opts Options) *Scenario {
+// scenarioRun is a scenario while it replays, inside its lab bubble: what
+// the directives set up and started, and what they have seen so far.
+type scenarioRun struct {
+	sc        *Scenario
+	cfg       emu.Config
+	l         *lab.Lab
+	initOpts  guestinit.Options
+	workload  []string
+	hostdOpts hostd.Options
+	sys       *programs.System
+	logMark   int // the first record the next timeline shows
+	cycles    []hostd.Cycle
+}
+
+func newScenario(file string, d *trace.Directive, opts Options) *scenarioRun {
 	cfg, name, _ := worldConfig(d) // checked by Parse
 	if opts.Seed != nil {
 		cfg.Seed = *opts.Seed
 	}
-	sc := &Scenario{Name: name, cfg: cfg}
-	c := cfg
-	c.Device, c.Kernel = orDefault(c.Device, "firecracker-1.14"), orDefault(c.Kernel, "linux-6.12.68")
-	sc.Device, sc.Kernel, sc.Seed = c.Device, c.Kernel, c.Seed
-	return sc
+	full := cfg.WithDefaults()
+	return &scenarioRun{cfg: cfg, sc: &Scenario{Report: Report{File: file, Name: name, Device: full.Device, Kernel: full.Kernel, Seed: cfg.Seed}}}
 }
 
-func orDefault(v, def string) string {
-	if v == "" {
-		return def
-	}
-	return v
-}
-
-func (sc *Scenario) labConfig() lab.Config { return lab.Config{Config: sc.cfg} }
+func (sr *scenarioRun) labConfig() lab.Config { return lab.Config{Config: sr.cfg} }
 
 // start runs inside the bubble before the first directive.
-func (sc *Scenario) start(opts Options) {
+func (sr *scenarioRun) start(opts Options) {
 	if !opts.Capture {
 		return
 	}
-	_ = sc.l.Do(func(w *emu.World) error {
+	_ = sr.l.Do(func(w *emu.World) error {
 		w.AddTap(func(at time.Duration, dir device.Dir, h *virtio.Header, payload []byte) {
-			sc.Packets = append(sc.Packets, Packet{At: at, Dir: dir, Hdr: *h, Payload: append([]byte(nil), payload...)})
+			sr.sc.Packets = append(sr.sc.Packets, Packet{At: at, Dir: dir, Hdr: *h, Payload: append([]byte(nil), payload...)})
 		})
 		return nil
 	})
 }
 
 // exec runs one directive and returns its output.
-func (sc *Scenario) exec(d *trace.Directive) string {
-	out, err := commands[d.Cmd].run(sc, d)
+func (sr *scenarioRun) exec(d *trace.Directive) string {
+	out, err := commands[d.Cmd].run(sr, d)
 	if err != nil {
 		out += "error: " + err.Error() + "\n"
 	}
@@ -126,13 +86,13 @@ func (sc *Scenario) exec(d *trace.Directive) string {
 }
 
 // now is the scenario's virtual time.
-func (sc *Scenario) now() string { return strings.TrimSpace(engine.FormatTime(sc.l.Now())) }
+func (sr *scenarioRun) now() string { return strings.TrimSpace(engine.FormatTime(sr.l.Now())) }
 
-func (sc *Scenario) cmdWorld(d *trace.Directive) (string, error) {
-	return fmt.Sprintf("world %s: device %s, guest %s, seed %d\n", sc.Name, sc.Device, sc.Kernel, sc.Seed), nil
+func (sr *scenarioRun) cmdWorld(d *trace.Directive) (string, error) {
+	return fmt.Sprintf("world %s: device %s, guest %s, seed %d\n", sr.sc.Report.Name, sr.sc.Report.Device, sr.sc.Report.Kernel, sr.sc.Report.Seed), nil
 }
 
-func (sc *Scenario) cmdHostd(d *trace.Directive) (string, error) {
+func (sr *scenarioRun) cmdHostd(d *trace.Directive) (string, error) {
 	o := hostd.Options{
 		SessionFirst:   hasFlag(d, "session-first"),
 		AttemptTimeout: durArg(d, "attempt-timeout", 0),
@@ -147,17 +107,17 @@ func (sc *Scenario) cmdHostd(d *trace.Directive) (string, error) {
 	if o.LogPort, err = port32(d, "log-port"); err != nil {
 		return "", err
 	}
-	sc.hostdOpts = o
-	full := hostd.New(o, nil, nil, nil).Options() // defaults filled in
+	sr.hostdOpts = o
+	full := o.WithDefaults()
 	order := "status check first"
 	if full.SessionFirst {
 		order = "metrics session first"
 	}
-	sc.Hostd = fmt.Sprintf("%s, backoff %s doubling to %s, give up after %s", order, full.Backoff.Initial, full.Backoff.Max, full.Backoff.GiveUp)
-	return "hostd: " + sc.Hostd + "\n", nil
+	sr.sc.Report.Hostd = fmt.Sprintf("%s, backoff %s doubling to %s, give up after %s", order, full.Backoff.Initial, full.Backoff.Max, full.Backoff.GiveUp)
+	return "hostd: " + sr.sc.Report.Hostd + "\n", nil
 }
 
-func (sc *Scenario) cmdInit(d *trace.Directive) (string, error) {
+func (sr *scenarioRun) cmdInit(d *trace.Directive) (string, error) {
 	o := guestinit.Options{
 		NoVsockWriteTimeout: hasFlag(d, "no-write-timeout"),
 		VsockWriteTimeout:   durArg(d, "write-timeout", 0),
@@ -172,9 +132,9 @@ func (sc *Scenario) cmdInit(d *trace.Directive) (string, error) {
 	if o.LogPort, err = port32(d, "log-port"); err != nil {
 		return "", err
 	}
-	sc.initOpts = o
-	sc.workload = strings.Fields(d.Input[0])
-	full := guestinit.New(nil, o).Options()
+	sr.initOpts = o
+	sr.workload = strings.Fields(d.Input[0])
+	full := o.WithDefaults()
 	timeout := "vsock write timeout " + full.VsockWriteTimeout.String()
 	if full.NoVsockWriteTimeout {
 		timeout = "no vsock write timeout"
@@ -183,60 +143,67 @@ func (sc *Scenario) cmdInit(d *trace.Directive) (string, error) {
 	if full.KeepResetSessions {
 		sessions = "keeps reset session sockets open"
 	}
-	sc.Init = fmt.Sprintf("%s, %s; workload: %s", timeout, sessions, strings.Join(sc.workload, " "))
-	return "init: " + sc.Init + "\n", nil
+	sr.sc.Report.Init = fmt.Sprintf("%s, %s; workload: %s", timeout, sessions, strings.Join(sr.workload, " "))
+	return "init: " + sr.sc.Report.Init + "\n", nil
 }
 
-func (sc *Scenario) cmdBoot(d *trace.Directive) (string, error) {
-	if sc.sys != nil {
+func (sr *scenarioRun) cmdBoot(d *trace.Directive) (string, error) {
+	if sr.sys != nil {
 		return "", fmt.Errorf("already booted")
 	}
-	if sc.workload == nil {
+	if sr.workload == nil {
 		return "", fmt.Errorf("boot needs an init directive first")
 	}
-	sc.sys = programs.Start(sc.l, sc.initOpts, sc.workload, sc.hostdOpts)
-	return fmt.Sprintf("booted at %s\n", sc.now()), nil
+	sr.sys = programs.Start(sr.l, sr.initOpts, sr.workload, sr.hostdOpts)
+	return fmt.Sprintf("booted at %s\n", sr.now()), nil
 }
 
-func (sc *Scenario) cmdRun(d *trace.Directive) (string, error) {
+func (sr *scenarioRun) cmdRun(d *trace.Directive) (string, error) {
 	dur, _ := time.ParseDuration(d.Args[0].Key)
 	time.Sleep(dur)
-	return fmt.Sprintf("now %s\n", sc.now()), nil
+	return fmt.Sprintf("now %s\n", sr.now()), nil
 }
 
-func (sc *Scenario) cmdSuspend(d *trace.Directive) (string, error) {
-	if err := sc.l.Suspend(); err != nil {
+func (sr *scenarioRun) cmdSuspend(d *trace.Directive) (string, error) {
+	if err := sr.l.Suspend(); err != nil {
 		return "", err
 	}
-	return fmt.Sprintf("suspended at %s\n", sc.now()), nil
+	return fmt.Sprintf("suspended at %s\n", sr.now()), nil
 }
 
-func (sc *Scenario) cmdResume(d *trace.Directive) (string, error) {
-	if err := sc.l.Resume(); err != nil {
+func (sr *scenarioRun) cmdResume(d *trace.Directive) (string, error) {
+	var err error
+	if sr.sys != nil {
+		err = sr.sys.Resume()
+	} else {
+		err = sr.l.Resume()
+	}
+	if err != nil {
 		return "", err
 	}
-	if sc.sys != nil {
-		sc.sys.Hostd.Resumed()
-	}
-	return fmt.Sprintf("resumed at %s\n", sc.now()), nil
+	return fmt.Sprintf("resumed at %s\n", sr.now()), nil
 }
 
 // waitCycle waits for hostd's cycle n.
-func (sc *Scenario) waitCycle(n int, timeout time.Duration) (hostd.Cycle, error) {
-	if sc.sys == nil {
+func (sr *scenarioRun) waitCycle(n int, timeout time.Duration) (hostd.Cycle, error) {
+	if sr.sys == nil {
 		return hostd.Cycle{}, fmt.Errorf("not booted")
 	}
-	ctx, cancel := context.WithTimeout(sc.l.Context(), timeout)
-	defer cancel()
-	c, err := sc.sys.Hostd.WaitCycle(ctx, n)
+	c, err := sr.sys.WaitCycle(n, timeout)
 	if err != nil {
-		return c, fmt.Errorf("cycle %d did not finish within %s", n, timeout)
+		return c, err
 	}
-	for len(sc.cycles) <= n {
-		sc.cycles = append(sc.cycles, hostd.Cycle{})
-	}
-	sc.cycles[n] = c
+	sr.record(c)
 	return c, nil
+}
+
+// record keeps a finished start sequence for the report.
+func (sr *scenarioRun) record(c hostd.Cycle) {
+	n := c.N
+	for len(sr.cycles) <= n {
+		sr.cycles = append(sr.cycles, hostd.Cycle{})
+	}
+	sr.cycles[n] = c
 }
 
 func cycleLine(c hostd.Cycle) string {
@@ -273,58 +240,51 @@ func compactList(s []string) string {
 	return strings.Join(s[:3], " ") + " ... " + s[len(s)-1]
 }
 
-func (sc *Scenario) cmdWaitStarted(d *trace.Directive) (string, error) {
-	c, err := sc.waitCycle(int(numArg(d, "cycle", 0)), durArg(d, "timeout", 10*time.Minute))
+func (sr *scenarioRun) cmdWaitStarted(d *trace.Directive) (string, error) {
+	c, err := sr.waitCycle(int(numArg(d, "cycle", 0)), durArg(d, "timeout", 10*time.Minute))
 	if err != nil {
 		return "", err
 	}
 	return cycleLine(c) + "\n", nil
 }
 
-func (sc *Scenario) leaked() int {
+func (sr *scenarioRun) leaked() int {
 	n := 0
-	_ = sc.l.Do(func(w *emu.World) error { n = w.Guest.Leaked(); return nil })
+	_ = sr.l.Do(func(w *emu.World) error { n = w.Guest.Leaked(); return nil })
 	return n
 }
 
 // cmdCycles suspends and resumes n times: after each resume hostd runs its
 // start sequence, and the line shows what it took.
-func (sc *Scenario) cmdCycles(d *trace.Directive) (string, error) {
+func (sr *scenarioRun) cmdCycles(d *trace.Directive) (string, error) {
 	n := int(numArg(d, "n", 1))
 	dwell, pause := durArg(d, "dwell", 5*time.Second), durArg(d, "pause", time.Second)
 	timeout := durArg(d, "timeout", 10*time.Minute)
 	var b strings.Builder
-	first := len(sc.cycles)
+	first := len(sr.cycles)
 	if first == 0 {
 		return "", fmt.Errorf("cycles needs the boot cycle first (wait-started)")
 	}
 	for i := 0; i < n; i++ {
 		time.Sleep(dwell)
-		if err := sc.l.Suspend(); err != nil {
-			return b.String(), err
-		}
-		time.Sleep(pause)
-		if err := sc.l.Resume(); err != nil {
-			return b.String(), err
-		}
-		sc.sys.Hostd.Resumed()
-		c, err := sc.waitCycle(first+i, timeout)
+		c, err := sr.sys.SuspendResume(first+i, pause, timeout)
 		if err != nil {
 			return b.String(), err
 		}
-		fmt.Fprintf(&b, "%s; leaked sockets %d\n", cycleLine(c), sc.leaked())
+		sr.record(c)
+		fmt.Fprintf(&b, "%s; leaked sockets %d\n", cycleLine(c), sr.leaked())
 	}
 	return b.String(), nil
 }
 
-func (sc *Scenario) cmdConnect(d *trace.Directive) (string, error) {
+func (sr *scenarioRun) cmdConnect(d *trace.Directive) (string, error) {
 	port, err := port32(d, "port")
 	if err != nil {
 		return "", err
 	}
-	ctx, cancel := context.WithTimeout(sc.l.Context(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(sr.l.Context(), 10*time.Second)
 	defer cancel()
-	c, err := hostd.Connect(ctx, func(context.Context) (net.Conn, error) { return sc.l.Host.Dial(sc.l.Host.UDSPath()) }, port)
+	c, err := hostd.Connect(ctx, func(context.Context) (net.Conn, error) { return sr.l.Host.Dial(sr.l.Host.UDSPath()) }, port)
 	if err != nil {
 		return fmt.Sprintf("connect %d: %v\n", port, err), nil
 	}
@@ -332,15 +292,15 @@ func (sc *Scenario) cmdConnect(d *trace.Directive) (string, error) {
 	return fmt.Sprintf("connect %d: OK from host port %d\n", port, c.HostPort), nil
 }
 
-func (sc *Scenario) cmdFault(d *trace.Directive) (string, error) {
+func (sr *scenarioRun) cmdFault(d *trace.Directive) (string, error) {
 	n, minLen := int(numArg(d, "n", 1)), uint32(numArg(d, "min-len", 1))
-	if err := sc.l.Do(func(w *emu.World) error { w.Dev.DropTX(n, minLen); return nil }); err != nil {
+	if err := sr.l.Do(func(w *emu.World) error { w.Dev.DropTX(n, minLen); return nil }); err != nil {
 		return "", err
 	}
-	return fmt.Sprintf("fault at %s: the device will lose the next %d TX RW packets of %d bytes or more\n", sc.now(), n, minLen), nil
+	return fmt.Sprintf("fault at %s: the device will lose the next %d TX RW packets of %d bytes or more\n", sr.now(), n, minLen), nil
 }
 
-func (sc *Scenario) cmdTimeline(d *trace.Directive) (string, error) {
+func (sr *scenarioRun) cmdTimeline(d *trace.Directive) (string, error) {
 	keep := engine.KindAll
 	if a, ok := d.Arg("kinds"); ok {
 		keep = 0
@@ -358,19 +318,19 @@ func (sc *Scenario) cmdTimeline(d *trace.Directive) (string, error) {
 	}
 	limit := int(numArg(d, "limit", 0))
 	var lines []string
-	_ = sc.l.Do(func(w *emu.World) error {
+	_ = sr.l.Do(func(w *emu.World) error {
 		recs := w.Eng.Log.Records()
-		from := sc.logMark
+		from := sr.logMark
 		if hasFlag(d, "all") {
 			from = 0
 		}
 		for _, r := range recs[min(from, len(recs)):] {
-			if r.Kind&keep == 0 || (comps != nil && !contains(comps, r.Comp)) || grep != "" && !strings.Contains(r.Text, grep) {
+			if r.Kind&keep == 0 || (comps != nil && !slices.Contains(comps, r.Comp)) || grep != "" && !strings.Contains(r.Text, grep) {
 				continue
 			}
 			lines = append(lines, r.String())
 		}
-		sc.logMark = len(recs)
+		sr.logMark = len(recs)
 		return nil
 	})
 	if limit > 0 && len(lines) > limit {
@@ -383,19 +343,10 @@ func (sc *Scenario) cmdTimeline(d *trace.Directive) (string, error) {
 	return strings.Join(lines, "\n") + "\n", nil
 }
 
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
-}
-
-func (sc *Scenario) cmdSockets(d *trace.Directive) (string, error) {
+func (sr *scenarioRun) cmdSockets(d *trace.Directive) (string, error) {
 	var b strings.Builder
 	limit := int(numArg(d, "limit", 0))
-	_ = sc.l.Do(func(w *emu.World) error {
+	_ = sr.l.Do(func(w *emu.World) error {
 		k := w.Guest
 		socks := k.Sockets()
 		for i, s := range socks {
@@ -425,28 +376,12 @@ func (sc *Scenario) cmdSockets(d *trace.Directive) (string, error) {
 	return b.String(), nil
 }
 
-func (sc *Scenario) collectCounters(w *emu.World) Counters {
-	c := w.Counters()
-	out := Counters{GuestToHost: map[string]uint64{}, HostToGuest: map[string]uint64{}, RWBytes: map[string]uint64{}}
-	for op := virtio.Op(1); op <= virtio.OpCreditRequest; op++ {
-		if n := c.Packets[device.GuestToHost][op]; n > 0 {
-			out.GuestToHost[op.String()] = n
-		}
-		if n := c.Packets[device.HostToGuest][op]; n > 0 {
-			out.HostToGuest[op.String()] = n
-		}
-	}
-	out.RWBytes["guest_to_host"] = c.RWBytes[device.GuestToHost]
-	out.RWBytes["host_to_guest"] = c.RWBytes[device.HostToGuest]
-	return out
-}
-
-func (sc *Scenario) cmdCounters(d *trace.Directive) (string, error) {
+func (sr *scenarioRun) cmdCounters(d *trace.Directive) (string, error) {
 	var c Counters
 	var ds device.Stats
 	var gs guest.Stats
-	_ = sc.l.Do(func(w *emu.World) error {
-		c = sc.collectCounters(w)
+	_ = sr.l.Do(func(w *emu.World) error {
+		c = countersOf(w)
 		ds, gs = w.Dev.Stats(), w.Guest.Stats()
 		return nil
 	})
@@ -471,149 +406,61 @@ func (sc *Scenario) cmdCounters(d *trace.Directive) (string, error) {
 	return b.String(), nil
 }
 
-// measure fills the scenario's numbers from the programs and the world.
-func (sc *Scenario) measure() {
-	st := endState{pattern: -1}
-	sc.StdoutWritten, sc.StdoutDelivered, sc.StdoutDropped = 0, 0, 0
-	if sc.sys != nil {
-		if p := sc.sys.Workload(); p != nil {
-			sc.StdoutWritten = p.Written()
-		}
-		if s, ok := sc.sys.Hostd.Collector.Stream("stdout"); ok {
-			sc.StdoutDelivered = int64(s.Bytes)
-			st.pattern = labenv.CheckPattern(s.Data)
-		}
-		is := sc.sys.Init.Stats()
-		sc.StdoutDropped = int64(is.LogBytesDropped["stdout"])
-		st.writeTimeouts = is.WriteTimeouts
-		o := sc.sys.Init.Options()
+// measure fills the scenario's report from the programs and the world.
+func (sr *scenarioRun) measure() {
+	r := &sr.sc.Report
+	r.Stdout = programs.Stdout{OutOfOrderAt: -1}
+	if sr.sys != nil {
+		r.Stdout = sr.sys.Stdout()
+		o := sr.sys.Init.Options()
+		r.WriteTimeout = 0
 		if !o.NoVsockWriteTimeout {
-			st.timeout = o.VsockWriteTimeout
+			r.WriteTimeout = o.VsockWriteTimeout
 		}
-		if w, err := labenv.ParseWorkload(sc.workload); err == nil {
-			st.total, st.every = w.Total, w.Every
-		}
-	}
-	var maxBlock time.Duration
-	now := sc.l.Now()
-	for _, p := range sc.l.Pipes() {
-		maxBlock = max(maxBlock, p.MaxBlock)
-		if p.Blocked {
-			st.blocked = true
-			st.blockedSince = p.Since
-			maxBlock = max(maxBlock, now-p.Since)
+		if w, err := labenv.ParseWorkload(sr.workload); err == nil {
+			r.WorkloadTotal, r.WorkloadEvery = w.Total, w.Every
 		}
 	}
-	st.at = now
-	sc.MaxStdoutBlock = float64(maxBlock) / float64(time.Millisecond)
-	sc.ResumeMS = nil
-	for _, c := range sc.cycles[min(1, len(sc.cycles)):] {
-		sc.ResumeMS = append(sc.ResumeMS, float64(c.TimeToStarted)/float64(time.Millisecond))
+	r.Resumes = nil
+	for _, c := range sr.cycles[min(1, len(sr.cycles)):] {
+		r.Resumes = append(r.Resumes, c.TimeToStarted)
 	}
-	sc.LeakedSockets = sc.leaked()
-	_ = sc.l.Do(func(w *emu.World) error { sc.Counters = sc.collectCounters(w); return nil })
-	sc.endState = st
+	r.LeakedSockets = sr.leaked()
+	_ = sr.l.Do(func(w *emu.World) error { r.Counters = countersOf(w); return nil })
 }
 
-func (sc *Scenario) cmdReport(d *trace.Directive) (string, error) {
-	sc.measure()
+func (sr *scenarioRun) cmdReport(d *trace.Directive) (string, error) {
+	sr.measure()
+	r := &sr.sc.Report
+	st := r.Stdout
 	var b strings.Builder
-	st := sc.endState
-	fmt.Fprintf(&b, "stdout: written %d, delivered %d, dropped by init %d", sc.StdoutWritten, sc.StdoutDelivered, sc.StdoutDropped)
-	if sc.StdoutDelivered > 0 {
-		if st.pattern >= 0 {
-			fmt.Fprintf(&b, ", out of order at byte %d", st.pattern)
+	fmt.Fprintf(&b, "stdout: written %d, delivered %d, dropped by init %d", st.Written, st.Delivered, st.DroppedByInit)
+	if st.Delivered > 0 {
+		if st.OutOfOrderAt >= 0 {
+			fmt.Fprintf(&b, ", out of order at byte %d", st.OutOfOrderAt)
 		} else {
 			b.WriteString(", in order")
 		}
 	}
 	b.WriteByte('\n')
-	fmt.Fprintf(&b, "longest stdout write block: %s", time.Duration(sc.MaxStdoutBlock*float64(time.Millisecond)))
-	if st.blocked {
-		fmt.Fprintf(&b, " (still blocked, since %s)", strings.TrimSpace(engine.FormatTime(st.blockedSince)))
+	fmt.Fprintf(&b, "longest stdout write block: %s", st.LongestBlock)
+	if st.Blocked {
+		fmt.Fprintf(&b, " (still blocked, since %s)", strings.TrimSpace(engine.FormatTime(st.BlockedSince)))
 	}
-	fmt.Fprintf(&b, "; init write timeouts: %d\n", st.writeTimeouts)
-	if len(sc.ResumeMS) > 0 {
-		fmt.Fprintf(&b, "resumes: %d, time-to-started first %s, last %s, longest %s\n", len(sc.ResumeMS),
-			ms(sc.ResumeMS[0]), ms(sc.ResumeMS[len(sc.ResumeMS)-1]), ms(maxF(sc.ResumeMS)))
+	fmt.Fprintf(&b, "; init write timeouts: %d\n", st.WriteTimeouts)
+	if rs := r.Resumes; len(rs) > 0 {
+		fmt.Fprintf(&b, "resumes: %d, time-to-started first %s, last %s, longest %s\n", len(rs), rs[0], rs[len(rs)-1], slices.Max(rs))
 	}
-	fmt.Fprintf(&b, "leaked sockets in the guest's connected table: %d\n", sc.LeakedSockets)
+	fmt.Fprintf(&b, "leaked sockets in the guest's connected table: %d\n", r.LeakedSockets)
 	return b.String(), nil
 }
 
-func ms(v float64) string { return time.Duration(v * float64(time.Millisecond)).String() }
-
-func maxF(v []float64) float64 {
-	m := v[0]
-	for _, x := range v {
-		m = max(m, x)
-	}
-	return m
-}
-
-func (sc *Scenario) cmdVerdict(d *trace.Directive) (string, error) {
-	sc.measure()
-	var v, why string
-	switch d.Args[0].Key {
-	case "wedge":
-		v, why = sc.wedgeVerdict()
-	case "resume":
-		v, why = sc.resumeVerdict()
-	}
-	sc.Verdict = v
+func (sr *scenarioRun) cmdVerdict(d *trace.Directive) (string, error) {
+	sr.measure()
+	v, why := Verdict(d.Args[0].Key, &sr.sc.Report)
+	sr.sc.Report.Verdict = v
 	return fmt.Sprintf("verdict: %s (%s)\n", v, why), nil
 }
 
-// wedgeVerdict: wedged when the workload is blocked writing stdout at the
-// end of the run and did not write everything; degraded when init dropped
-// bytes after write timeouts but the workload never waited longer than the
-// timeout plus one tick of its writes; ok when every byte arrived, in order.
-func (sc *Scenario) wedgeVerdict() (string, string) {
-	st := sc.endState
-	block := time.Duration(sc.MaxStdoutBlock * float64(time.Millisecond))
-	switch {
-	case st.blocked && sc.StdoutWritten < st.total:
-		return "wedged", fmt.Sprintf("the workload has been blocked writing stdout since %s; %d of %d bytes written, %d delivered",
-			strings.TrimSpace(engine.FormatTime(st.blockedSince)), sc.StdoutWritten, st.total, sc.StdoutDelivered)
-	case st.writeTimeouts > 0 && st.timeout > 0 && block <= st.timeout+max(st.every, time.Millisecond):
-		return "degraded", fmt.Sprintf("init warned %d times and dropped %d bytes; longest stdout block %s, within the %s timeout plus one tick",
-			st.writeTimeouts, sc.StdoutDropped, block, st.timeout)
-	case sc.StdoutDelivered == sc.StdoutWritten && sc.StdoutWritten == st.total && st.pattern < 0 && st.writeTimeouts == 0:
-		return "ok", fmt.Sprintf("all %d bytes delivered in order; longest stdout block %s", sc.StdoutDelivered, block)
-	}
-	return "unexpected", fmt.Sprintf("written %d of %d, delivered %d, dropped %d, timeouts %d, longest block %s",
-		sc.StdoutWritten, st.total, sc.StdoutDelivered, sc.StdoutDropped, st.writeTimeouts, block)
-}
-
-// resumeVerdict: grows when time-to-started rose with every resume; bounded
-// when every resume started within a second.
-func (sc *Scenario) resumeVerdict() (string, string) {
-	r := sc.ResumeMS
-	if len(r) == 0 {
-		return "unexpected", "no resumes"
-	}
-	rising := true
-	passed := 0
-	for i, v := range r {
-		if i > 0 && v <= r[i-1] {
-			rising = false
-		}
-		if passed == 0 && v > 30000 {
-			passed = i + 1
-		}
-	}
-	switch {
-	case rising && len(r) > 1:
-		why := fmt.Sprintf("time-to-started rose with every one of %d resumes, %s to %s", len(r), ms(r[0]), ms(r[len(r)-1]))
-		if passed > 0 {
-			why += fmt.Sprintf("; over 30s from resume %d", passed)
-		}
-		return "grows", why
-	case maxF(r) < 1000:
-		return "bounded", fmt.Sprintf("all %d resumes started within %s", len(r), ms(maxF(r)))
-	}
-	return "unbounded", fmt.Sprintf("longest time-to-started %s over %d resumes, not rising every time", ms(maxF(r)), len(r))
-}
-
 // finish runs after the last directive of the scenario.
-func (sc *Scenario) finish() { sc.measure() }
+func (sr *scenarioRun) finish() { sr.measure() }

@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/vsocklab/vsocklab/emu/lab"
 )
 
 // TestLibraryTiming measures how long the incident library takes to replay
@@ -38,10 +40,10 @@ func TestLibraryTiming(t *testing.T) {
 			sub := *f
 			sub.Directives = f.Directives[i:end]
 			t0 := time.Now()
-			r := RunFile(t, &sub, Options{})
+			r := RunFile(lab.T(t), &sub, Options{})
 			wall := time.Since(t0)
 			virtual := r.Scenarios[0].records[len(r.Scenarios[0].records)-1].At
-			t.Logf("%-40s virtual %-10s wall %-8s ratio %.0fx", r.Scenarios[0].Name, virtual.Round(time.Second),
+			t.Logf("%-40s virtual %-10s wall %-8s ratio %.0fx", r.Scenarios[0].Report.Name, virtual.Round(time.Second),
 				wall.Round(time.Millisecond), virtual.Seconds()/wall.Seconds())
 		}
 	}

@@ -26,7 +26,7 @@ run 5s
 # trailing comment
 `
 
-func TestParse(t *testing.T) {
+func TestParseReadsDirectivesAndFormatsTheFileBack(t *testing.T) {
 	f, err := Parse("x.trace", sample)
 	require.NoError(t, err)
 	require.Len(t, f.Directives, 3)

@@ -9,7 +9,7 @@ import (
 // Free space toward the peer, facts section 2: the spec formula in u32, the
 // s64 underflow fix (CVE-2026-23069) and current Linux's min over both
 // buffers (CVE-2026-23086, c0e42fb0e054).
-func TestCredit(t *testing.T) {
+func TestFreeCreditByFormula(t *testing.T) {
 	const k = 1024
 	tests := []struct {
 		name                                string

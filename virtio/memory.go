@@ -1,7 +1,9 @@
 package virtio
 
 import (
+	"cmp"
 	"fmt"
+	"slices"
 	"sort"
 )
 
@@ -62,7 +64,7 @@ func NewFlatMemory(base uint64, size int) *AddressSpace {
 // overlap or wrap past the end of the 64-bit space.
 func NewAddressSpace(regions ...Region) (*AddressSpace, error) {
 	rs := append([]Region(nil), regions...)
-	sort.Slice(rs, func(i, j int) bool { return rs[i].Base < rs[j].Base })
+	slices.SortFunc(rs, func(a, b Region) int { return cmp.Compare(a.Base, b.Base) })
 	for i := range rs {
 		if rs[i].end() < rs[i].Base {
 			return nil, fmt.Errorf("virtio: region at %#x of %d bytes wraps the address space", rs[i].Base, len(rs[i].Data))

@@ -460,35 +460,23 @@ func (q *DeviceQueue) walkIndirect(c *Chain, at uint16, d Desc, total *uint64) e
 // them, into p. It returns how many bytes it copied, fewer than len(p) when
 // the readable part of the chain ends first.
 func (c *Chain) ReadOut(mem Memory, off uint64, p []byte) (int, error) {
-	n := 0
-	for _, s := range c.Segs {
-		if s.Write {
-			continue
-		}
-		if off >= uint64(s.Len) {
-			off -= uint64(s.Len)
-			continue
-		}
-		take := min(uint64(s.Len)-off, uint64(len(p)-n))
-		if err := mem.ReadAt(p[n:n+int(take)], s.Addr+off); err != nil {
-			return n, err
-		}
-		n += int(take)
-		off = 0
-		if n == len(p) {
-			break
-		}
-	}
-	return n, nil
+	return c.walk(false, off, p, mem.ReadAt)
 }
 
 // WriteIn copies p into the chain's device-writable bytes, starting off bytes
 // into them. It returns how many bytes it copied, fewer than len(p) when the
 // writable part of the chain ends first.
 func (c *Chain) WriteIn(mem Memory, off uint64, p []byte) (int, error) {
+	return c.walk(true, off, p, mem.WriteAt)
+}
+
+// walk lays p over the chain's segments of one direction (device-writable
+// when write), from off bytes into them, and hands each piece with its
+// guest address to move. It returns how many bytes of p were moved.
+func (c *Chain) walk(write bool, off uint64, p []byte, move func(b []byte, addr uint64) error) (int, error) {
 	n := 0
 	for _, s := range c.Segs {
-		if !s.Write {
+		if s.Write != write {
 			continue
 		}
 		if off >= uint64(s.Len) {
@@ -496,7 +484,7 @@ func (c *Chain) WriteIn(mem Memory, off uint64, p []byte) (int, error) {
 			continue
 		}
 		take := min(uint64(s.Len)-off, uint64(len(p)-n))
-		if err := mem.WriteAt(p[n:n+int(take)], s.Addr+off); err != nil {
+		if err := move(p[n:n+int(take)], s.Addr+off); err != nil {
 			return n, err
 		}
 		n += int(take)

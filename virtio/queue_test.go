@@ -44,7 +44,7 @@ func (r *ring) publishRaw(t *testing.T, head uint16) {
 	r.setAvailIdx(t, 1)
 }
 
-func TestLayout(t *testing.T) {
+func TestContiguousLayoutFitsOrIsRefused(t *testing.T) {
 	l, n := ContiguousLayout(0x1000, 256)
 	require.NoError(t, l.Validate())
 	require.Equal(t, Layout{Size: 256, Desc: 0x1000, Avail: 0x2000, Used: 0x2208}, l) // avail: 6+2*256 bytes, rounded up to 4
@@ -330,7 +330,7 @@ func TestUsedFaults(t *testing.T) {
 	require.ErrorIs(t, err, ErrUsedOverrun)
 }
 
-func TestIndirect(t *testing.T) {
+func TestIndirectTablesAreWalkedAndTheirFaultsRefused(t *testing.T) {
 	const size = 8
 	r := newRing(t, size, 0x8000, FeatureIndirectDesc)
 	table := r.data + 0x4000
@@ -398,7 +398,7 @@ func TestChainBytesLimit(t *testing.T) {
 	require.ErrorIs(t, err, ErrChainBytes)
 }
 
-func TestMemory(t *testing.T) {
+func TestAddressSpaceCopiesAcrossAdjacentRegionsAndRefusesGaps(t *testing.T) {
 	m, err := NewAddressSpace(
 		Region{Base: 0x2000, Data: make([]byte, 0x1000)},
 		Region{Base: 0x1000, Data: make([]byte, 0x1000)}, // adjacent, given out of order

@@ -15,13 +15,14 @@ import (
 	"time"
 
 	"github.com/vsocklab/vsocklab/guestinit"
+	"github.com/vsocklab/vsocklab/vsockport"
 )
 
 func main() {
 	var opts guestinit.Options
 	var apiPort, logPort uint
-	flag.UintVar(&apiPort, "api-port", 10000, "vsock port of the init API")
-	flag.UintVar(&logPort, "log-port", 10001, "host vsock port of the log collector")
+	flag.UintVar(&apiPort, "api-port", vsockport.API, "vsock port of the init API")
+	flag.UintVar(&logPort, "log-port", vsockport.Log, "host vsock port of the log collector")
 	flag.DurationVar(&opts.VsockWriteTimeout, "write-timeout", 2*time.Second, "abandon a log write to the vsock after this long, with a warning")
 	flag.BoolVar(&opts.NoVsockWriteTimeout, "no-write-timeout", false, "historical: let log writes block for as long as the vsock does")
 	flag.BoolVar(&opts.KeepResetSessions, "keep-reset-sessions", false, "historical: never close a session's socket after a transport reset")

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/vsocklab/vsocklab/hostd"
+	"github.com/vsocklab/vsocklab/vsockport"
 )
 
 func main() {
@@ -28,8 +29,8 @@ func main() {
 	var apiPort, logPort uint
 	uds := flag.String("uds", "", "the VM's hybrid vsock Unix socket (Firecracker's uds_path)")
 	logDir := flag.String("log-dir", "", "write each collected stream to <dir>/<stream>.log (default: standard error)")
-	flag.UintVar(&apiPort, "api-port", 10000, "vsock port of the guest's init API")
-	flag.UintVar(&logPort, "log-port", 10001, "vsock port the guest sends its logs to")
+	flag.UintVar(&apiPort, "api-port", vsockport.API, "vsock port of the guest's init API")
+	flag.UintVar(&logPort, "log-port", vsockport.Log, "vsock port the guest sends its logs to")
 	flag.BoolVar(&opts.SessionFirst, "session-first", false, "open the metrics session before the status check (seed 003's unlucky order)")
 	flag.DurationVar(&opts.Backoff.Initial, "backoff-initial", 50*time.Millisecond, "first retry wait")
 	flag.DurationVar(&opts.Backoff.Max, "backoff-max", 5*time.Second, "longest retry wait")

@@ -7,10 +7,9 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strings"
-	"testing"
 
+	"github.com/vsocklab/vsocklab/emu/lab"
 	"github.com/vsocklab/vsocklab/replay"
 	"github.com/vsocklab/vsocklab/trace"
 )
@@ -54,17 +53,12 @@ func replayMain(args []string) int {
 		s := uint64(*seed)
 		opts.Seed = &s
 	}
-	out := os.Stdout
-	failed := false
-	runAsTest(func(t *testing.T) {
+	lab.Main(func(r lab.Runner, out io.Writer) bool {
+		failed := false
 		var all []*replay.Scenario
-		var scenarioFiles []string
 		for _, f := range files {
-			res := replay.RunFile(t, f, opts)
-			for _, sc := range res.Scenarios {
-				all = append(all, sc)
-				scenarioFiles = append(scenarioFiles, f.Name)
-			}
+			res := replay.RunFile(r, f, opts)
+			all = append(all, res.Scenarios...)
 			switch {
 			case *rewrite:
 				if err := os.WriteFile(f.Name, []byte(res.Text()), 0o644); err != nil {
@@ -84,11 +78,8 @@ func replayMain(args []string) int {
 		}
 		if *asJSON {
 			enc := json.NewEncoder(out)
-			for i, sc := range all {
-				if err := enc.Encode(struct {
-					File string `json:"file"`
-					*replay.Scenario
-				}{scenarioFiles[i], sc}); err != nil {
+			for _, sc := range all {
+				if err := enc.Encode(sc.Report); err != nil {
 					failed = true
 				}
 			}
@@ -104,11 +95,9 @@ func replayMain(args []string) int {
 				failed = true
 			}
 		}
-		if failed {
-			t.Fail()
-		}
+		return !failed
 	})
-	return 0 // not reached: runAsTest exits
+	return 0 // not reached: lab.Main exits
 }
 
 func writePcaps(path string, scs []*replay.Scenario) error {
@@ -116,7 +105,7 @@ func writePcaps(path string, scs []*replay.Scenario) error {
 		name := path
 		if len(scs) > 1 {
 			ext := filepath.Ext(path)
-			name = strings.TrimSuffix(path, ext) + "-" + sc.Name + ext
+			name = strings.TrimSuffix(path, ext) + "-" + sc.Report.Name + ext
 		}
 		f, err := os.Create(name)
 		if err != nil {
@@ -131,20 +120,4 @@ func writePcaps(path string, scs []*replay.Scenario) error {
 		}
 	}
 	return nil
-}
-
-// runAsTest runs f as the only test of this process, through testing.Main,
-// and exits with its status. synctest bubbles, which the lab needs for
-// virtual time, exist only under the testing framework; testing.Main is its
-// documented entry point for programs that simulate "go test". The
-// framework's own PASS/FAIL lines go to /dev/null: the output is ours alone
-// and byte for byte the same as under go test.
-func runAsTest(f func(t *testing.T)) {
-	devnull, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
-	if err == nil {
-		os.Stdout = devnull
-	}
-	os.Args = []string{os.Args[0], "-test.run=^Replay$", "-test.timeout=0"}
-	testing.Main(func(pat, str string) (bool, error) { return regexp.MatchString(pat, str) },
-		[]testing.InternalTest{{Name: "Replay", F: f}}, nil, nil)
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/vsocklab/vsocklab/emu/lab"
 	"github.com/vsocklab/vsocklab/guestinit"
 	"github.com/vsocklab/vsocklab/programs"
+	"github.com/vsocklab/vsocklab/vsockport"
 )
 
 // serveMain runs a world in real time with guestinit inside, and exposes
@@ -29,15 +30,15 @@ import (
 func serveMain(args []string) int {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	udsPath := fs.String("uds", "", "real Unix socket to serve the hybrid vsock protocol on (required)")
-	dev := fs.String("device", "firecracker-1.14", "device profile (vsocklab profiles lists them)")
-	kernel := fs.String("kernel", "linux-6.12.68", "guest kernel profile")
+	dev := fs.String("device", emu.DefaultDevice, "device profile (vsocklab profiles lists them)")
+	kernel := fs.String("kernel", emu.DefaultKernel, "guest kernel profile")
 	seed := fs.Uint64("seed", 1, "world seed")
 	workload := fs.String("workload", "writer total=64KiB size=4KiB every=100ms", "simulated workload of the guest's init")
 	forward := fs.String("forward", "", "comma-separated host ports guest-initiated connections are forwarded to (<uds>_<port>; default: the log port)")
 	var opts guestinit.Options
 	var apiPort, logPort uint
-	fs.UintVar(&apiPort, "api-port", 10000, "init API vsock port")
-	fs.UintVar(&logPort, "log-port", 10001, "host port init sends its logs to")
+	fs.UintVar(&apiPort, "api-port", vsockport.API, "init API vsock port")
+	fs.UintVar(&logPort, "log-port", vsockport.Log, "host port init sends its logs to")
 	fs.BoolVar(&opts.NoVsockWriteTimeout, "no-write-timeout", false, "init without the vsock write timeout (historical)")
 	fs.BoolVar(&opts.KeepResetSessions, "keep-reset-sessions", false, "init that never closes reset session sockets (historical)")
 	showLog := fs.Bool("log", false, "print the event log to standard error as it happens")

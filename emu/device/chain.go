@@ -31,6 +31,19 @@ type chainView struct {
 	walkErr error
 }
 
+// walkError is how every profile's parser, TX and RX alike, rejects a
+// chain before looking at its shape: one that could not be described at
+// all, or one with no descriptor.
+func (v *chainView) walkError() pktErr {
+	if v.walkErr != nil {
+		return perrText(errChainWalk, v.walkErr.Error())
+	}
+	if len(v.descs) == 0 {
+		return perrText(errChainWalk, "empty chain")
+	}
+	return pktErr{}
+}
+
 // vq is one virtqueue as the device drives it, with the bookkeeping behind
 // the "every popped chain is pushed or leaked" invariant.
 type vq struct {

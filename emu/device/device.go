@@ -69,7 +69,8 @@ type Device struct {
 	scratch []byte
 	tapBuf  []byte // payloadView's gather buffer
 
-	stats Stats
+	stats      Stats
+	violations []Violation
 
 	// dropTX is an injected fault: the next dropTX.n RW packets of at
 	// least dropTX.minLen payload bytes are lost (see DropTX).

@@ -23,11 +23,8 @@ func (b *rxBuffer) reset() {
 // parseRX applies the profile's RX chain rules to v.
 func (d *Device) parseRX(v *chainView, b *rxBuffer) pktErr {
 	b.reset()
-	if v.walkErr != nil {
-		return perrText(errChainWalk, v.walkErr.Error())
-	}
-	if len(v.descs) == 0 {
-		return perrText(errChainWalk, "empty chain")
+	if e := v.walkError(); !e.ok() {
+		return e
 	}
 	switch d.prof.RX {
 	case RXFirecrackerLegacy:

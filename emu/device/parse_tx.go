@@ -48,11 +48,8 @@ func (p *txPacket) payloadLen() uint64 {
 // parseTX applies the profile's TX chain rules to v.
 func (d *Device) parseTX(v *chainView, p *txPacket) pktErr {
 	p.reset()
-	if v.walkErr != nil {
-		return perrText(errChainWalk, v.walkErr.Error())
-	}
-	if len(v.descs) == 0 {
-		return perrText(errChainWalk, "empty chain")
+	if e := v.walkError(); !e.ok() {
+		return e
 	}
 	switch d.prof.TX {
 	case TXFirecrackerLegacy:

@@ -48,6 +48,7 @@ func (d *Device) Stats() Stats { return d.stats }
 type ConnInfo struct {
 	LocalPort, PeerPort uint32
 	State               string // "Established", "PeerClosed(true,false)", ...
+	Killed              bool   // in FC's Killed state: an RST is owed and the connection awaits removal
 	FwdCnt, RxCnt       uint32
 	LastFwdCntToPeer    uint32
 	PeerBufAlloc        uint32
@@ -68,7 +69,7 @@ func (d *Device) Conns() []ConnInfo {
 	for _, k := range d.mux.sortedKeys() {
 		c := d.mux.conns[k]
 		out = append(out, ConnInfo{
-			LocalPort: k.local, PeerPort: k.peer, State: c.stateName(),
+			LocalPort: k.local, PeerPort: k.peer, State: c.stateName(), Killed: c.state == stateKilled,
 			FwdCnt: c.fwdCnt, RxCnt: c.rxCnt, LastFwdCntToPeer: c.lastFwdCntToPeer,
 			PeerBufAlloc: c.peerBufAlloc, PeerFwdCnt: c.peerFwdCnt,
 			TxBuffered: c.txb.len(), Pending: c.pending.String(),
@@ -102,9 +103,11 @@ func (d *Device) Muxer() MuxerInfo {
 	}
 }
 
-func (d *Device) violation(format string, args ...any) {
+func (d *Device) violation(v Violation) {
+	v.At = d.eng.Now()
 	d.stats.Violations++
-	d.logf(engine.KindInvariant, "invariant: "+format, args...)
+	d.violations = append(d.violations, v)
+	d.logf(engine.KindInvariant, "invariant: %s", v)
 }
 
 // checkChains: every popped chain is pushed, leaked or given back once the
@@ -112,7 +115,7 @@ func (d *Device) violation(format string, args ...any) {
 func (d *Device) checkChains() {
 	for _, q := range d.q {
 		if n := q.outstanding(); n != 0 {
-			d.violation("%s queue: %d popped chains neither returned nor leaked", q.name, n)
+			d.violation(Violation{Kind: ChainsOutstanding, Queue: q.name, Chains: n})
 			q.leaked += n // report once
 		}
 	}
@@ -128,8 +131,8 @@ func (d *Device) checkBytes(c *conn) {
 	}
 	skew := int64(c.forwarded) + int64(c.txb.len()) - int64(c.accepted)
 	if skew != c.skew {
-		d.violation("conn %d<->%d: forwarded %d + buffered %d != accepted %d (%+d bytes)",
-			c.key.local, c.key.peer, c.forwarded, c.txb.len(), c.accepted, skew-c.skew)
+		d.violation(Violation{Kind: BytesSkewed, LocalPort: c.key.local, PeerPort: c.key.peer,
+			Forwarded: c.forwarded, Buffered: uint64(c.txb.len()), Accepted: c.accepted, Delta: skew - c.skew})
 		c.skew = skew
 	}
 }
@@ -139,7 +142,7 @@ func (d *Device) checkBytes(c *conn) {
 // flight.
 func (d *Device) checkCredit(c *conn) {
 	if inFlight := c.rxCnt - c.peerFwdCnt; inFlight > c.peerBufAlloc && !c.shrunk {
-		d.violation("conn %d<->%d: %d bytes in flight exceed the guest's buf_alloc %d",
-			c.key.local, c.key.peer, inFlight, c.peerBufAlloc)
+		d.violation(Violation{Kind: CreditExceeded, LocalPort: c.key.local, PeerPort: c.key.peer,
+			InFlight: inFlight, BufAlloc: c.peerBufAlloc})
 	}
 }

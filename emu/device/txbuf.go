@@ -2,9 +2,12 @@ package device
 
 import "errors"
 
-// txBufSize is CONN_TX_BUF_SIZE (FC csm/mod.rs, every version): the TX
-// buffer's capacity and the buf_alloc the device advertises.
-const txBufSize = 64 * 1024
+// TxBufSize is CONN_TX_BUF_SIZE (FC csm/mod.rs, every version): a
+// connection's TX buffer capacity and the buf_alloc every modelled device
+// advertises to the guest.
+const TxBufSize = 64 * 1024
+
+const txBufSize = TxBufSize // the package's short name for it
 
 var errTxBufFull = errors.New("TxBufFull")
 

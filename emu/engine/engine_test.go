@@ -52,7 +52,7 @@ func TestSeededRandomness(t *testing.T) {
 	require.NotEqual(t, draw(42), draw(43))
 }
 
-func TestLog(t *testing.T) {
+func TestLogKeepsChosenKindsAndHashesItsText(t *testing.T) {
 	e := New(0)
 	e.Logf(KindWorld, "world", "boot %d", 1)
 	e.RunUntil(1500 * time.Millisecond)

@@ -649,7 +649,7 @@ func TestRequestOnLiveSocket(t *testing.T) {
 	}
 }
 
-func TestPipe(t *testing.T) {
+func TestPipeFillsToCapacityAndEndsLikeAUnixPipe(t *testing.T) {
 	r := newRig(t, mustProfile(t, "linux-6.12.68"))
 	p := r.k.NewPipe()
 	n, err := p.Write(make([]byte, 70000))

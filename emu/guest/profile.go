@@ -52,6 +52,11 @@ const (
 
 func (l RXLayout) String() string { return [...]string{"44+4096", "4140", "3776"}[l] }
 
+// Descriptors returns the descriptor lengths of one receive buffer, for
+// pairing a kernel with the devices that take its buffers
+// (device.Profile.AcceptsRX).
+func (l RXLayout) Descriptors() []uint32 { return l.bufs() }
+
 // bufs returns the descriptor lengths of one receive buffer.
 func (l RXLayout) bufs() []uint32 {
 	switch l {

@@ -4,8 +4,6 @@ import (
 	"cmp"
 	"fmt"
 	"net"
-	"runtime"
-	"runtime/metrics"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -305,36 +303,6 @@ func (d *driver) loop() {
 		select {
 		case <-d.poke:
 		case <-tc:
-		}
-	}
-}
-
-// schedSamples are the scheduler's own counts of goroutines running and
-// ready to run.
-var schedSamples = []metrics.Sample{
-	{Name: "/sched/goroutines/running:goroutines"},
-	{Name: "/sched/goroutines/runnable:goroutines"},
-}
-
-// waitQuiet returns once no other goroutine is running or ready to run:
-// every goroutine of the bubble has blocked, on a channel, a timer, a
-// sync.Cond, or a sync.Mutex. That last one is why this is not
-// synctest.Wait: synctest does not count a mutex wait as durably blocked,
-// so a goroutine queued on a lock whose holder waits for the driver (yamux
-// holds a stream's recvLock while reading a frame body from the
-// connection) would keep Wait from ever returning. While the driver spins
-// here the bubble is not idle, so no timer fires and virtual time stands
-// still: the requests collected when it returns are exactly those the
-// programs make at this instant, as with Wait. Run keeps the bubble on one
-// P (GOMAXPROCS 1), where "no other goroutine running or runnable" is
-// exact and reached in one yield; with more Ps the counts include other Ps'
-// idle spinning and the wait costs thousands of yields.
-func waitQuiet() {
-	for {
-		runtime.Gosched()
-		metrics.Read(schedSamples)
-		if schedSamples[0].Value.Uint64() <= 1 && schedSamples[1].Value.Uint64() == 0 {
-			return
 		}
 	}
 }

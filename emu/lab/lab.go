@@ -14,17 +14,14 @@
 //
 // Repeated bubbles in one process are safe with hashicorp/yamux, whose
 // package-level timer pool would otherwise hand one bubble's timers to the
-// next: Run serialises bubbles and empties sync.Pools around each.
+// next: Run serialises bubbles and empties sync.Pools around each. These
+// process-wide measures, and the reason for each, live in bubble.go.
 package lab
 
 import (
 	"context"
 	"fmt"
-	"runtime"
-	"strings"
 	"sync"
-	"sync/atomic"
-	"testing"
 	"testing/synctest"
 	"time"
 
@@ -148,58 +145,6 @@ type Result struct {
 	End     time.Duration
 }
 
-// bubbles serialises bubbles in a process: yamux's timer pool is shared by
-// the whole process, so two bubbles using yamux at once would trade timers.
-var bubbles sync.Mutex
-
-// drainPools empties every sync.Pool: a pool is cleared by the garbage
-// collector in two steps (primary, then victim cache).
-func drainPools() {
-	runtime.GC()
-	runtime.GC()
-}
-
-// Run executes scenario in a synctest bubble with a fresh world built from
-// cfg. When scenario returns, the lab cancels its context, fails every
-// waiting operation, waits for programs started with Go, and returns the
-// log. Programs must honour Lab.Context.
-func Run(t testing.TB, cfg Config, scenario func(l *Lab)) *Result {
-	tt, ok := t.(*testing.T)
-	if !ok {
-		t.Fatalf("lab.Run needs a *testing.T (synctest bubbles exist only under go test), got %T", t)
-	}
-	bubbles.Lock()
-	defer bubbles.Unlock()
-	// One P for the bubble: the driver's quiescence check (waitQuiet) is
-	// then exact, and programs run one goroutine at a time, as the lab
-	// wakes them. Restored afterwards; bubbles never overlap.
-	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
-	drainPools()
-	defer drainPools()
-	var res *Result
-	var watched atomic.Pointer[driver]
-	stopWatch := watchStalls(&watched)
-	defer stopWatch()
-	synctest.Test(tt, func(t *testing.T) {
-		l, err := newLab(cfg, true)
-		if err != nil {
-			t.Fatal(err)
-		}
-		watched.Store(l.d)
-		go l.d.loop()
-		// Finish even when the scenario fails a require (runtime.Goexit),
-		// so the bubble can end.
-		defer func() {
-			res = l.finish()
-			if len(res.Leaked) > 0 {
-				t.Errorf("goroutines still alive after the lab stopped:\n%s", strings.Join(res.Leaked, "\n"))
-			}
-		}()
-		scenario(l)
-	})
-	return res
-}
-
 // finish stops the lab and collects the result.
 func (l *Lab) finish() *Result {
 	l.d.stop()
@@ -230,74 +175,6 @@ func (l *Lab) finish() *Result {
 		World: w, Log: w.Eng.Log.String(), Hash: w.Eng.Log.Hash(),
 		Blocked: blocked, Leaked: leaked, Pipes: pipes, End: w.Eng.Now(),
 	}
-}
-
-// bubbleGoroutines lists the goroutines of the caller's bubble other than
-// the caller and the synctest machinery, one line each: header and top frame.
-func bubbleGoroutines() []string {
-	self := make([]byte, 256)
-	self = self[:runtime.Stack(self, false)]
-	header, _, _ := strings.Cut(string(self), "\n")
-	i := strings.Index(header, "synctest bubble ")
-	if i < 0 {
-		return nil
-	}
-	bubble := strings.TrimSuffix(header[i:], "]:")
-	buf := make([]byte, 1<<20)
-	buf = buf[:runtime.Stack(buf, true)]
-	var out []string
-	for _, g := range strings.Split(string(buf), "\n\n") {
-		lines := strings.Split(g, "\n")
-		if len(lines) < 2 || !strings.Contains(lines[0], bubble+"]") || lines[0] == header {
-			continue
-		}
-		if strings.Contains(g, "internal/synctest.Run") || strings.Contains(g, "testingSynctestTest") || strings.Contains(g, "lab.(*Lab).finish") {
-			continue
-		}
-		out = append(out, lines[0]+" "+strings.TrimSpace(lines[1]))
-	}
-	return out
-}
-
-// stallAfter is how long, in real time, the driver may make no progress
-// before the watchdog calls it a stall.
-const stallAfter = 20 * time.Second
-
-// watchStalls watches, from outside the bubble, for a lab that makes no
-// progress: programs deadlocked among themselves on locks, which synctest
-// cannot detect because it does not count mutex waits as blocked. It
-// cannot wake anything inside the bubble; it ends the process with a
-// diagnosis and every goroutine's stack instead of letting the test hang
-// until its timeout.
-func watchStalls(d *atomic.Pointer[driver]) (stop func()) {
-	done := make(chan struct{})
-	go func() {
-		var last uint64
-		since := time.Now()
-		for {
-			select {
-			case <-done:
-				return
-			case <-time.After(250 * time.Millisecond):
-			}
-			dr := d.Load()
-			if dr == nil || dr.rounds.Load() != last {
-				if dr != nil {
-					last = dr.rounds.Load()
-				}
-				since = time.Now()
-				continue
-			}
-			if time.Since(since) > stallAfter {
-				buf := make([]byte, 1<<20)
-				buf = buf[:runtime.Stack(buf, true)]
-				panic(fmt.Sprintf("lab: no progress for %s of real time: the programs in the bubble are "+
-					"deadlocked, most likely on locks (look for [sync.Mutex.Lock] below), which synctest "+
-					"does not report.\n\n%s", stallAfter, buf))
-			}
-		}
-	}()
-	return func() { close(done) }
 }
 
 // Start runs a world against the wall clock, without synctest, for serving

@@ -36,7 +36,7 @@ func hybridDial(t testing.TB, l *Lab, port uint32) (net.Conn, string) {
 	return c, string(line)
 }
 
-func TestEcho(t *testing.T) {
+func TestHostClientGetsItsLineEchoedByAGuestServer(t *testing.T) {
 	res := Run(t, Config{}, func(l *Lab) {
 		ln, err := l.Guest.Listen(5000)
 		require.NoError(t, err)

@@ -15,6 +15,7 @@ import (
 
 	"github.com/vsocklab/vsocklab/emu/lab"
 	"github.com/vsocklab/vsocklab/guestinit"
+	"github.com/vsocklab/vsocklab/internal/pattern"
 )
 
 // Env implements guestinit.Env on a lab.
@@ -56,7 +57,8 @@ func (e *Env) Processes() []*Process {
 // StartWorkload implements guestinit.Env with a simulated workload:
 //
 //	writer total=<bytes> size=<bytes> every=<duration> [stream=stdout|stderr] [exit=<code>]
-//	    writes total bytes of Pattern in writes of size bytes, one write
+//	    writes total bytes of the test stream (package internal/pattern,
+//	    from offset 0) in writes of size bytes, one write
 //	    every duration (0: back to back); then exits with the code if one
 //	    is given, or stays alive and quiet
 //	writer writes=<size>@<delay>,<size>@<delay>,... [stream=...] [exit=...]
@@ -200,27 +202,9 @@ func ParseSize(s string) (int64, error) {
 	return n * mult, nil
 }
 
-// Pattern is the content a writer workload produces: byte i of the stream
-// is Pattern(i), so a collector can check order and completeness.
-func Pattern(i int64) byte { return byte(i*7 + i>>8 + i>>16) }
-
-// FillPattern writes Pattern(off), Pattern(off+1), ... into b.
-func FillPattern(b []byte, off int64) {
-	for i := range b {
-		b[i] = Pattern(off + int64(i))
-	}
-}
-
-// CheckPattern returns the offset of the first byte of b that is not
-// Pattern(i), or -1.
-func CheckPattern(b []byte) int64 {
-	for i := range b {
-		if b[i] != Pattern(int64(i)) {
-			return int64(i)
-		}
-	}
-	return -1
-}
+// CheckPattern returns the offset of the first byte of a writer's stream b,
+// received from its start, that is not the test stream's byte there, or -1.
+func CheckPattern(b []byte) int64 { return pattern.Mismatch(b, 0) }
 
 // Process is a simulated workload.
 type Process struct {
@@ -301,7 +285,7 @@ func (p *Process) run(ctx context.Context, out, errw *lab.PipeWriter) {
 			}
 		}
 		buf := make([]byte, x.Size)
-		FillPattern(buf, off)
+		pattern.Fill(buf, uint64(off))
 		m, err := w.Write(buf)
 		p.mu.Lock()
 		p.written += int64(m)

@@ -1,10 +1,13 @@
-package programs
+package fuzz
 
 import (
 	"math/rand/v2"
 	"os"
 	"testing"
 	"time"
+
+	"github.com/vsocklab/vsocklab/emu/lab"
+	"github.com/vsocklab/vsocklab/programs"
 )
 
 // TestBlindSearch is the baseline for the rediscovery measurements in
@@ -17,9 +20,9 @@ func TestBlindSearch(t *testing.T) {
 	if target == "" {
 		t.Skip("set VSOCKLAB_BLIND=system or suspendresume")
 	}
-	check, p := CheckSystem, ProfileFromEnv(CurrentWedge, HistoricalWedge)
+	check, p := programs.CheckSystem, programs.SetupFromEnv(programs.CurrentWedge, programs.HistoricalWedge)
 	if target == "suspendresume" {
-		check, p = CheckSuspendResume, ProfileFromEnv(CurrentResume, HistoricalResume)
+		check, p = programs.CheckSuspendResume, programs.SetupFromEnv(programs.CurrentResume, programs.HistoricalResume)
 	}
 	budget := 120 * time.Second
 	if s := os.Getenv("VSOCKLAB_BLIND_BUDGET"); s != "" {
@@ -35,7 +38,7 @@ func TestBlindSearch(t *testing.T) {
 		for i := range data {
 			data[i] = byte(rng.UintN(256))
 		}
-		if err := check(t, p, data); err != nil {
+		if err := check(lab.T(t), p, data); err != nil {
 			t.Logf("blind search (seed %d): first failure after %s and %d inputs: %v", seed, time.Since(start).Round(time.Millisecond), n, err)
 			return
 		}
