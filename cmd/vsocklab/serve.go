@@ -2,16 +2,13 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"os/signal"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 
 	"github.com/vsocklab/vsocklab/emu"
@@ -106,26 +103,9 @@ func serveMain(args []string) int {
 		<-ctx.Done()
 		ln.Close()
 	}()
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			break
-		}
-		go bridgeToDevice(l, c)
-	}
+	l.Host.Expose(ln)
 	l.Stop()
 	return 0
-}
-
-// bridgeToDevice joins a real client to a new host connection on the
-// emulated device's socket, byte for byte in both directions.
-func bridgeToDevice(l *lab.Lab, real net.Conn) {
-	emuConn, err := l.Host.Dial(l.Host.UDSPath())
-	if err != nil {
-		real.Close()
-		return
-	}
-	bridge(real, emuConn)
 }
 
 // forwardGuestPort listens on the emulated <uds>_<port> and passes each
@@ -151,32 +131,9 @@ func forwardGuestPort(l *lab.Lab, realUDS string, port uint32) error {
 					c.Close()
 					return
 				}
-				bridge(real, c)
+				lab.Bridge(real, c)
 			}()
 		}
 	}()
 	return nil
-}
-
-type halfCloser interface{ CloseWrite() error }
-
-// bridge copies both ways; an end of stream on one side becomes a
-// write-shutdown on the other, and both are closed when both directions end.
-func bridge(a, b net.Conn) {
-	var wg sync.WaitGroup
-	copyHalf := func(dst, src net.Conn) {
-		defer wg.Done()
-		_, err := io.Copy(dst, src)
-		if hc, ok := dst.(halfCloser); ok && (err == nil || errors.Is(err, io.EOF)) {
-			_ = hc.CloseWrite()
-		} else {
-			dst.Close()
-		}
-	}
-	wg.Add(2)
-	go copyHalf(a, b)
-	go copyHalf(b, a)
-	wg.Wait()
-	a.Close()
-	b.Close()
 }
