@@ -341,17 +341,32 @@ func commentText(t *testing.T, f repoFile) []citation {
 	file := fset.AddFile(f.path, -1, len(f.text))
 	var s scanner.Scanner
 	s.Init(file, []byte(f.text), func(pos token.Position, msg string) { t.Errorf("%s: %s", pos, msg) }, scanner.ScanComments)
+	// Line comments on consecutive lines are one piece of prose: a citation
+	// may wrap, a project's name ending one line and its path starting the
+	// next.
 	var out []citation
+	lastLine := -1
 	for {
 		pos, tok, lit := s.Scan()
 		if tok == token.EOF {
 			return out
 		}
-		if tok == token.COMMENT {
-			out = append(out, citation{f.path, fset.Position(pos).Line, lit})
+		if tok != token.COMMENT {
+			continue
 		}
+		line := fset.Position(pos).Line
+		if n := len(out); n > 0 && line == lastLine+1 {
+			out[n-1].text += "\n" + lit
+		} else {
+			out = append(out, citation{f.path, line, lit})
+		}
+		lastLine = line + strings.Count(lit, "\n")
 	}
 }
+
+// upstreamPrefix ends with an upstream project's name, possibly
+// possessive, right before a path: the path is that project's.
+var upstreamPrefix = regexp.MustCompile("(?i)\\b(QEMU|Firecracker|Linux|Cloud Hypervisor|CH|FC|rust-vmm|vhost-device|vm-virtio|yamux|Go|libkrun)('s)?[\\s/#]+`?$")
 
 // repoPathRef is a path under one of the repository's top-level entries,
 // standing on its own (not the tail of an upstream or import path).
@@ -368,8 +383,10 @@ func repoPathRef(tops []string) *regexp.Regexp {
 // repository's root or from the citing file's directory (a package's README
 // names its own testdata/); a pattern with '*' matches at least one file. A
 // token followed by ':' and a space is a commit subject's prefix
-// ("virtio/vsock: ..."), and one followed by '<' a template
-// ("testdata/fuzz/<Target>/", Go's layout for any package): neither names a
+// ("virtio/vsock: ..."), one followed by '<' a template
+// ("testdata/fuzz/<Target>/", Go's layout for any package), and one right
+// after an upstream project's name ("QEMU's docs/interop/vhost-user.rst",
+// "Go's src/internal/fuzz") is that project's file: none of them names a
 // path of this repository.
 func TestRepoPathsExist(t *testing.T) {
 	entries, err := os.ReadDir(root)
@@ -387,7 +404,7 @@ func TestRepoPathsExist(t *testing.T) {
 	for _, f := range readRepo(t) {
 		for _, c := range commentText(t, f) {
 			for _, m := range ref.FindAllStringSubmatchIndex(c.text, -1) {
-				if rest := c.text[m[3]:]; strings.HasPrefix(rest, ": ") || strings.HasPrefix(rest, "<") {
+				if rest := c.text[m[3]:]; strings.HasPrefix(rest, ": ") || strings.HasPrefix(rest, "<") || upstreamPrefix.MatchString(c.text[:m[2]]) {
 					continue
 				}
 				p := strings.TrimRight(c.text[m[2]:m[3]], ".")
