@@ -403,21 +403,63 @@ func TestRepoPathsExist(t *testing.T) {
 	checked := 0
 	for _, f := range readRepo(t) {
 		for _, c := range commentText(t, f) {
-			for _, m := range ref.FindAllStringSubmatchIndex(c.text, -1) {
-				if rest := c.text[m[3]:]; strings.HasPrefix(rest, ": ") || strings.HasPrefix(rest, "<") || upstreamPrefix.MatchString(c.text[:m[2]]) {
-					continue
-				}
-				p := strings.TrimRight(c.text[m[2]:m[3]], ".")
-				line := c.line + lineOf(c.text, m[2]) - 1
+			for _, r := range repoPathsIn(ref, c.text) {
 				checked++
-				if !pathExists(p) && !pathExists(pathJoin(pathDir(f.path), p)) {
-					bad = append(bad, citation{f.path, line, fmt.Sprintf("%s: no such path in the repository", p)})
+				if !pathExists(r.path) && !pathExists(pathJoin(pathDir(f.path), r.path)) {
+					bad = append(bad, citation{f.path, c.line + lineOf(c.text, r.off) - 1, fmt.Sprintf("%s: no such path in the repository", r.path)})
 				}
 			}
 		}
 	}
 	require.Zero(t, len(bad), "repository paths cited in comments and docs that do not exist:\n%s", joinCitations(bad))
 	require.NotZero(t, checked, "no repository paths found in comments: the pattern no longer matches")
+}
+
+// pathRef is a repository path found in prose, at byte offset off.
+type pathRef struct {
+	path string
+	off  int
+}
+
+// repoPathsIn returns the repository paths text cites, by the rules of
+// TestRepoPathsExist.
+func repoPathsIn(ref *regexp.Regexp, text string) []pathRef {
+	var out []pathRef
+	for _, m := range ref.FindAllStringSubmatchIndex(text, -1) {
+		if rest := text[m[3]:]; strings.HasPrefix(rest, ": ") || strings.HasPrefix(rest, "<") || upstreamPrefix.MatchString(text[:m[2]]) {
+			continue
+		}
+		out = append(out, pathRef{strings.TrimRight(text[m[2]:m[3]], "."), m[2]})
+	}
+	return out
+}
+
+// TestRepoPathRefForms pins which tokens rule (c) reads as this
+// repository's paths.
+func TestRepoPathRefForms(t *testing.T) {
+	ref := repoPathRef([]string{"docs", "emu", "virtio", "internal", "testdata"})
+	for _, tc := range []struct {
+		text string
+		want []string
+	}{
+		{"// see docs/trace.md.", []string{"docs/trace.md"}},
+		{"(emu/device/profile.go, emu/guest)", []string{"emu/device/profile.go", "emu/guest"}},
+		{"replay testdata/incidents/*.trace", []string{"testdata/incidents/*.trace"}},
+		{"paths under src/vmm/src/devices/virtio/vsock/", nil},
+		{"github.com/vsocklab/vsocklab/emu/lab", nil},
+		{"(\"virtio/vsock: fix logic which reduces credit update messages\")", nil},
+		{"corpus files (testdata/fuzz/<Target>/)", nil},
+		{"following QEMU's\n// docs/interop/vhost-user.rst (v7.2.0)", nil},
+		{"Firecracker's `docs/vsock.md`", nil},
+		{"(Go's src/internal/fuzz/minimize.go)", nil},
+		{"(internal/fuzz/minimize.go)", []string{"internal/fuzz/minimize.go"}},
+	} {
+		var got []string
+		for _, r := range repoPathsIn(ref, tc.text) {
+			got = append(got, r.path)
+		}
+		require.Equal(t, tc.want, got, "%q", tc.text)
+	}
 }
 
 // pathExists reports whether a repository path, or a glob pattern over
