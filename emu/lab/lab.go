@@ -52,7 +52,19 @@ type Config struct {
 	// FailLogLines is how many of the event log's last lines Test and Run
 	// print when the scenario fails (0: 40; negative: the whole log).
 	FailLogLines int
+	// LogLimit bounds the event log to its last LogLimit records (see
+	// engine.Log.Limit). Zero means every record for Run, whose result is
+	// the whole log, and LiveLogLimit for Start, whose worlds serve real
+	// clients for as long as they like and must not grow with their
+	// traffic. Negative: every record, in both.
+	LogLimit int
 }
+
+// LiveLogLimit is the event log bound of a lab whose driver runs against
+// the wall clock (Start, and any other real-time use of the driver, such as
+// a vhost-user back-end's) unless its Config says otherwise: enough for the
+// recent history of a few hundred connections, about 4 MiB of records.
+const LiveLogLimit = 1 << 15
 
 // Lab is a running world with its programs.
 type Lab struct {
@@ -82,7 +94,14 @@ func newLab(cfg Config, bubble bool) (*Lab, error) {
 	if cfg.Keep != 0 {
 		w.Eng.Log.Keep(cfg.Keep)
 	}
-	return labOf(w, cfg.MaxTime, bubble), nil
+	l := labOf(w, cfg.MaxTime, bubble) // a real-time driver bounds the log to LiveLogLimit
+	switch limit := cfg.LogLimit; {
+	case limit > 0:
+		w.Eng.Log.Limit(limit)
+	case limit < 0:
+		w.Eng.Log.Limit(0)
+	}
+	return l, nil
 }
 
 func labOf(w *emu.World, maxTime time.Duration, bubble bool) *Lab {
