@@ -7,7 +7,7 @@ import (
 )
 
 // recvPkt is virtio_transport_recv_pkt: find the socket, refresh its view
-// of the peer's credit, and act by state (Linux notes section 1).
+// of the peer's credit, and act by state (docs/sources.md#linux-rx-limit).
 func (k *Kernel) recvPkt(hdr *virtio.Header, payload []byte) {
 	if hdr.Type != virtio.TypeStream && hdr.Type != virtio.TypeSeqpacket {
 		k.replyRST(hdr)
@@ -60,7 +60,7 @@ func (k *Kernel) recvPkt(hdr *virtio.Header, payload []byte) {
 	default:
 		// TCP_CLOSE, notably a socket a transport reset left behind: any
 		// packet, a new REQUEST from the same host port included, is
-		// answered with RST (facts section 3, "THE LEAK").
+		// answered with RST (docs/sources.md#linux-reset-leak).
 		if hdr.Op == virtio.OpRequest {
 			k.stats.RequestsOnResetSockets++
 			k.logConn("REQUEST from %d:%d to port %d hit %s in %s: RST", hdr.SrcCID, hdr.SrcPort, hdr.DstPort, s, s.state)
