@@ -4,8 +4,12 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"slices"
 	"strings"
+	"time"
 
+	"github.com/vsocklab/vsocklab/emu/lab"
+	"github.com/vsocklab/vsocklab/replay"
 	"github.com/vsocklab/vsocklab/trace"
 )
 
@@ -48,6 +52,50 @@ func CheckTrace(text string) error {
 		if d.Cmd != e.Cmd || !reflect.DeepEqual(d.Args, e.Args) || !reflect.DeepEqual(d.Input, e.Input) || d.Want != e.Want {
 			return fmt.Errorf("directive %d changed in a format round trip:\n was %q %q %q %q\n now %q %q %q %q\ninput:\n%q\nformatted:\n%q",
 				i, d.Cmd, d.Args, d.Input, d.Want, e.Cmd, e.Args, e.Input, e.Want, text, out)
+		}
+	}
+	return nil
+}
+
+// Limits of a fuzzed replay: short enough that an input costs
+// milliseconds, long enough for a boot, a few cycles and timeouts.
+var replayLimits = replay.Options{MaxVirtual: 5 * time.Minute, MaxWall: 5 * time.Second}
+
+// dynamicErrors are the directive errors that validation cannot foresee:
+// a wait that times out (and a cycles directive after a boot cycle that
+// never came), and the limits, which depend on how the world behaves.
+var dynamicErrors = []string{
+	"error: cycle ",
+	"error: cycles needs the boot cycle first",
+	"error: virtual-time limit: ",
+	"error: wall-time limit: ",
+	"error: not run: ",
+}
+
+// CheckTraceReplay parses text as CheckTrace does and, when it also passes
+// replay's validation, replays it.
+//
+// Oracle: a file that validates never fails while it runs for a reason
+// validation could have seen: every "error:" line of its output is one of
+// dynamicErrors.
+func CheckTraceReplay(r lab.Runner, text string) error {
+	if err := CheckTrace(text); err != nil {
+		return err
+	}
+	f, err := replay.ParseWith(traceName, text, replayLimits)
+	if err != nil {
+		return nil
+	}
+	res := replay.RunFile(r, f, replayLimits)
+	for i, out := range res.Outputs {
+		for _, line := range strings.Split(out, "\n") {
+			if !strings.HasPrefix(line, "error: ") {
+				continue
+			}
+			if !slices.ContainsFunc(dynamicErrors, func(p string) bool { return strings.HasPrefix(line, p) }) {
+				return fmt.Errorf("%s: %s: validated, then failed at run time with %q\ninput:\n%q",
+					f.Directives[i].Pos(), f.Directives[i].Cmd, line, text)
+			}
 		}
 	}
 	return nil

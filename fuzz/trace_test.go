@@ -4,6 +4,8 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/vsocklab/vsocklab/emu/lab"
 )
 
 func traceSeeds() []string {
@@ -30,6 +32,12 @@ func traceSeeds() []string {
 		"a\n----\nx\n----\n----\ny\n",
 		"a k=() l=(b c) m=((x)\n----\n",
 		"a\n----\n0\r\r\n",
+		// Files that validate, so that mutations reach the replay.
+		"world\n----\n\nhostd\n----\n\ninit\nidle\n----\n\nboot\n----\n\nwait-started\n----\n\n" +
+			"cycles n=2 dwell=1s\n----\n\nconnect port=10000\n----\n\nreport\n----\n",
+		"world device=cloud-hypervisor-50 seed=3\n----\n\ninit no-write-timeout\nwriter total=64KiB size=16KiB every=1ms\n----\n\n" +
+			"boot\n----\n\nrun 2s\n----\n\nsuspend\n----\n\nresume\n----\n\nwait-started cycle=1 timeout=1s\n----\n\n" +
+			"timeline kinds=(fault) limit=3\n----\n\nsockets limit=2\n----\n\nfault drop-tx n=2\n----\n\nverdict wedge\n----\n",
 	}
 }
 
@@ -38,6 +46,6 @@ func FuzzTrace(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, text string) {
-		require.NoError(t, CheckTrace(text))
+		require.NoError(t, CheckTraceReplay(lab.T(t), text))
 	})
 }

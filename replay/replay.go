@@ -7,9 +7,14 @@
 package replay
 
 import (
+	"errors"
 	"fmt"
+	"io"
+	"iter"
 	"slices"
 	"strings"
+	"sync/atomic"
+	"time"
 
 	"github.com/vsocklab/vsocklab/emu"
 	"github.com/vsocklab/vsocklab/emu/lab"
@@ -23,6 +28,40 @@ type Options struct {
 	// Capture keeps every packet that crossed the device, for pcap and
 	// Mermaid output.
 	Capture bool
+	// MaxVirtual bounds each scenario's virtual time (0: DefaultMaxVirtual;
+	// negative: no bound). Validation refuses a scenario whose runs and
+	// cycles alone would pass it; a scenario that reaches it while it runs
+	// stops there with an error.
+	MaxVirtual time.Duration
+	// MaxWall bounds each scenario's wall-clock time (0: DefaultMaxWall;
+	// negative: no bound). It is checked between directives and every
+	// virtual second of a run, a cycle's dwell or a wait.
+	MaxWall time.Duration
+	// Progress, when set, gets a line every second about a scenario that
+	// has been replaying for longer than a second.
+	Progress io.Writer
+}
+
+// Default limits of a scenario: a day of virtual time (the slowest
+// incident, 50 growing suspend/resume cycles, passes under two hours) and
+// ten minutes of wall time (it replays in seconds; the race detector makes
+// it some ten times slower).
+const (
+	DefaultMaxVirtual = 24 * time.Hour
+	DefaultMaxWall    = 10 * time.Minute
+)
+
+func (o Options) maxVirtual() time.Duration { return limit(o.MaxVirtual, DefaultMaxVirtual) }
+func (o Options) maxWall() time.Duration    { return limit(o.MaxWall, DefaultMaxWall) }
+
+func limit(v, def time.Duration) time.Duration {
+	switch {
+	case v == 0:
+		return def
+	case v < 0:
+		return 0
+	}
+	return v
 }
 
 // Result is the replay of one file.
@@ -74,61 +113,191 @@ func lineDiff(want, got string) string {
 	return b.String()
 }
 
-// Parse reads a trace file and checks every directive before anything runs:
-// known commands, known profiles, well-formed arguments.
-func Parse(name, text string) (*trace.File, error) {
+// Parse reads a trace file and checks every directive before anything
+// runs, with the default limits: see ParseWith.
+func Parse(name, text string) (*trace.File, error) { return ParseWith(name, text, Options{}) }
+
+// ParseWith reads a trace file and checks every directive before anything
+// runs: known commands, known profiles, well-formed arguments in range,
+// each argument once, required ones present, directives in an order that
+// can run, and no scenario that must pass more virtual time than
+// opts.MaxVirtual. Every problem is reported, each a *trace.SyntaxError
+// "file:line: what was expected", joined into one error (errors.Join). A
+// file without directives is an error too.
+func ParseWith(name, text string, opts Options) (*trace.File, error) {
 	f, err := trace.Parse(name, text)
 	if err != nil {
 		return nil, err
 	}
-	if len(f.Directives) > 0 && f.Directives[0].Cmd != "world" {
+	if len(f.Directives) == 0 {
+		return nil, &trace.SyntaxError{File: name, Line: 1, Msg: "no directives: a trace starts with a world directive"}
+	}
+	if len(f.Directives) > maxDirectives {
+		return nil, f.Directives[maxDirectives].Errorf("more than %d directives in one file", maxDirectives)
+	}
+	if f.Directives[0].Cmd != "world" {
 		return nil, f.Directives[0].Errorf("a trace starts with a world directive, got %q", f.Directives[0].Cmd)
 	}
+	maxVirtual := opts.maxVirtual()
+	var errs []error
 	for _, d := range f.Directives {
 		c, ok := commands[d.Cmd]
 		if !ok {
-			return nil, d.Errorf("unknown command %q (known: %s)", d.Cmd, strings.Join(commandNames(), ", "))
+			errs = append(errs, d.Errorf("unknown command %q (known: %s)", d.Cmd, strings.Join(commandNames(), ", ")))
+			continue
 		}
-		if err := checkArgs(d, c); err != nil {
-			return nil, err
+		if es := checkArgs(d, c, maxVirtual); len(es) > 0 {
+			errs = append(errs, es...)
+			continue
 		}
 		if c.check != nil {
 			if err := c.check(d); err != nil {
-				return nil, err
+				errs = append(errs, err)
 			}
 		}
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	scenarios := 0
+	for start, end := range scenarioBounds(f) {
+		if scenarios++; scenarios > maxScenarios {
+			return nil, f.Directives[start].Errorf("more than %d scenarios in one file", maxScenarios)
+		}
+		errs = append(errs, checkScenario(f.Directives[start:end], maxVirtual)...)
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
 	}
 	return f, nil
 }
 
+// scenarioBounds yields each scenario's [start, end) in f.Directives.
+func scenarioBounds(f *trace.File) iter.Seq2[int, int] {
+	return func(yield func(int, int) bool) {
+		for start := 0; start < len(f.Directives); {
+			end := start + 1
+			for end < len(f.Directives) && f.Directives[end].Cmd != "world" {
+				end++
+			}
+			if !yield(start, end) {
+				return
+			}
+			start = end
+		}
+	}
+}
+
 // RunFile replays every scenario of f, each in its own lab bubble. Errors
-// in a directive (a workload that will not parse, a wait that times out) are
-// printed as its output, "error: ...", so that they are part of the story.
+// in a directive (a wait that times out, a limit reached) are printed as its
+// output, "error: ...", so that they are part of the story; a scenario
+// stopped by a limit also has Scenario.Err, and its remaining directives
+// print "error: not run: ...".
 func RunFile(r lab.Runner, f *trace.File, opts Options) *Result {
 	res := &Result{File: f, Outputs: make([]string, len(f.Directives))}
-	for start := 0; start < len(f.Directives); {
-		end := start + 1
-		for end < len(f.Directives) && f.Directives[end].Cmd != "world" {
-			end++
-		}
-		sr := newScenario(f.Name, f.Directives[start], opts)
+	for first, last := range scenarioBounds(f) {
+		clock := startWallClock(f, first, opts)
+		sr := newScenario(f.Name, f.Directives[first:last], opts, clock)
 		sc := sr.sc
 		res.Scenarios = append(res.Scenarios, sc)
-		first, last := start, end
+		clock.name = sc.Report.Name
 		run := r.Run(sr.labConfig(), func(l *lab.Lab) {
 			sr.l = l
 			sr.start(opts)
 			for i := first; i < last; i++ {
-				res.Outputs[i] = sr.exec(f.Directives[i])
+				res.Outputs[i] = sr.exec(i, f.Directives[i])
 			}
 			sr.finish()
 		})
+		clock.stop()
+		sc.Err = sr.stopped
+		if sc.Err != nil {
+			sc.Report.Error = sc.Err.Error()
+		}
 		sc.Report.LogSHA256 = run.Hash
 		sc.Log = run.Log
+		sc.End = run.End
 		sc.records = run.World.Eng.Log.Records()
-		start = end
 	}
 	return res
+}
+
+// Failed reports whether a limit stopped one of the file's scenarios.
+func (r *Result) Failed() bool {
+	return slices.ContainsFunc(r.Scenarios, func(sc *Scenario) bool { return sc.Err != nil })
+}
+
+// wallClock watches a scenario from outside its bubble, where the real
+// clock runs (inside, time is virtual): it raises a flag when the scenario
+// has replayed for its wall-time limit, which the scenario checks between
+// directives and every virtual second of its waits, and it reports
+// progress every second after the first.
+type wallClock struct {
+	f        *trace.File
+	name     string
+	limit    time.Duration // 0: none
+	progress io.Writer
+	start    time.Time
+
+	exceeded atomic.Bool
+	index    atomic.Int64 // the directive running
+	virtual  atomic.Int64 // the scenario's virtual time, as last seen
+	done     chan struct{}
+	stopped  chan struct{}
+}
+
+func startWallClock(f *trace.File, first int, opts Options) *wallClock {
+	c := &wallClock{f: f, limit: opts.maxWall(), progress: opts.Progress, start: time.Now(),
+		done: make(chan struct{}), stopped: make(chan struct{})}
+	c.index.Store(int64(first))
+	go c.watch()
+	return c
+}
+
+func (c *wallClock) watch() {
+	defer close(c.stopped)
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	var deadline <-chan time.Time
+	if c.limit > 0 {
+		t := time.NewTimer(c.limit)
+		defer t.Stop()
+		deadline = t.C
+	}
+	for {
+		select {
+		case <-c.done:
+			return
+		case <-deadline:
+			c.exceeded.Store(true)
+			deadline = nil
+		case <-tick.C:
+			if c.progress != nil {
+				d := c.f.Directives[c.index.Load()]
+				fmt.Fprintf(c.progress, "replay: %s: scenario %s at line %d (%s): %s virtual, %s wall\n", d.File, c.name, d.Line, d.Cmd,
+					time.Duration(c.virtual.Load()).Round(time.Millisecond), time.Since(c.start).Round(time.Second))
+			}
+		}
+	}
+}
+
+// over is the wall-time limit's error once it has passed, else nil.
+func (c *wallClock) over() error {
+	if !c.exceeded.Load() {
+		return nil
+	}
+	return fmt.Errorf("wall-time limit: the scenario replayed for %s of real time, its limit", c.limit)
+}
+
+// at records the directive starting and the virtual time, for progress.
+func (c *wallClock) at(i int, now time.Duration) {
+	c.index.Store(int64(i))
+	c.virtual.Store(int64(now))
+}
+
+func (c *wallClock) stop() {
+	close(c.done)
+	<-c.stopped
 }
 
 // commandNames lists the known commands, sorted.

@@ -30,6 +30,8 @@ type Report struct {
 	LeakedSockets int
 	Counters      Counters
 	LogSHA256     string
+	// Error is why a limit stopped the scenario ("" when it ran to the end).
+	Error string
 
 	// What the verdicts weigh besides: the workload's plan and init's write
 	// timeout (0 when it has none).
@@ -87,6 +89,7 @@ type reportJSON struct {
 	LogSHA256       string    `json:"log_sha256"`
 	StreamWritten   int64     `json:"stream_bytes_written,omitempty"`
 	StreamDelivered int64     `json:"stream_bytes_delivered,omitempty"`
+	Error           string    `json:"error,omitempty"`
 }
 
 // MarshalJSON writes the report with durations in milliseconds.
@@ -97,6 +100,7 @@ func (r Report) MarshalJSON() ([]byte, error) {
 		StdoutDropped: r.Stdout.DroppedByInit, MaxStdoutBlock: millis(r.Stdout.LongestBlock),
 		LeakedSockets: r.LeakedSockets, Counters: r.Counters, LogSHA256: r.LogSHA256,
 		StreamWritten: r.Stream.Written, StreamDelivered: r.Stream.Delivered,
+		Error: r.Error,
 	}
 	for _, d := range r.Resumes {
 		j.ResumeMS = append(j.ResumeMS, millis(d))

@@ -3,6 +3,7 @@ package replay
 import (
 	"context"
 	"fmt"
+	"math"
 	"net"
 	"slices"
 	"strings"
@@ -23,10 +24,18 @@ import (
 
 // Scenario is one world of a trace file after its replay: what it
 // measured, its event log and, with Options.Capture, every packet.
+//
+// Log holds the records the scenario's directives needed (the kinds its
+// timelines print, everything with Options.Capture); Report.LogSHA256 is
+// the hash of the whole log all the same.
 type Scenario struct {
 	Report  Report
 	Log     string
 	Packets []Packet
+	// Err is why the scenario stopped before its last directive (a
+	// virtual- or wall-time limit), nil when it ran to the end.
+	Err     error
+	End     time.Duration // virtual time at the end
 	records []engine.Record
 }
 
@@ -51,21 +60,67 @@ type scenarioRun struct {
 	logMark   int // the first record the next timeline shows
 	cycles    []hostd.Cycle
 	stream    *programs.Stream
+
+	retain    engine.Kind // the kinds the directives need stored
+	keepShown bool        // a later "timeline all" or a capture reads records again
+
+	maxVirtual time.Duration // 0: none
+	clock      *wallClock
+	stopped    error // set when a limit stopped the scenario
 }
 
-func newScenario(file string, d *trace.Directive, opts Options) *scenarioRun {
-	cfg, name, _ := worldConfig(d) // checked by Parse
+// Defaults of the waiting directives.
+const (
+	defaultDwell       = 5 * time.Second
+	defaultPause       = time.Second
+	defaultWaitTimeout = 10 * time.Minute
+)
+
+// newScenario prepares the scenario of ds, which starts with its world
+// directive.
+func newScenario(file string, ds []*trace.Directive, opts Options, clock *wallClock) *scenarioRun {
+	cfg, name, _ := worldConfig(ds[0]) // checked by Parse
 	if opts.Seed != nil {
 		cfg.Seed = *opts.Seed
 	}
 	full := cfg.WithDefaults()
-	return &scenarioRun{cfg: cfg, sc: &Scenario{Report: Report{File: file, Name: name, Device: full.Device, Kernel: full.Kernel, Seed: cfg.Seed}}}
+	sr := &scenarioRun{cfg: cfg, sc: &Scenario{Report: Report{File: file, Name: name, Device: full.Device, Kernel: full.Kernel, Seed: cfg.Seed}},
+		maxVirtual: opts.maxVirtual(), clock: clock}
+	sr.retain, sr.keepShown = retention(ds, opts)
+	return sr
+}
+
+// retention is what the scenario's log must store: the kinds its timelines
+// print, and whether records once printed are read again (timeline all, or
+// a capture for pcap and Mermaid, which reads them after the run).
+func retention(ds []*trace.Directive, opts Options) (engine.Kind, bool) {
+	if opts.Capture {
+		return engine.KindAll, true
+	}
+	var kinds engine.Kind
+	keep := false
+	for _, d := range ds {
+		if d.Cmd != "timeline" {
+			continue
+		}
+		keep = keep || hasFlag(d, "all")
+		a, ok := d.Arg("kinds")
+		if !ok {
+			kinds = engine.KindAll
+			continue
+		}
+		for _, v := range a.Vals {
+			kinds |= kindNames[v]
+		}
+	}
+	return kinds, keep
 }
 
 func (sr *scenarioRun) labConfig() lab.Config { return lab.Config{Config: sr.cfg} }
 
 // start runs inside the bubble before the first directive.
 func (sr *scenarioRun) start(opts Options) {
+	_ = sr.l.Do(func(w *emu.World) error { w.Eng.Log.Retain(sr.retain); return nil })
 	if !opts.Capture {
 		return
 	}
@@ -77,13 +132,66 @@ func (sr *scenarioRun) start(opts Options) {
 	})
 }
 
-// exec runs one directive and returns its output.
-func (sr *scenarioRun) exec(d *trace.Directive) string {
+// exec runs one directive and returns its output. Once a limit has stopped
+// the scenario, the directives left only say so.
+func (sr *scenarioRun) exec(i int, d *trace.Directive) string {
+	if sr.stopped == nil {
+		sr.stopped = sr.clock.over()
+	}
+	if sr.stopped != nil {
+		return "error: not run: " + sr.stopped.Error() + "\n"
+	}
+	sr.clock.at(i, sr.l.Now())
 	out, err := commands[d.Cmd].run(sr, d)
 	if err != nil {
 		out += "error: " + err.Error() + "\n"
 	}
 	return out
+}
+
+// left is the virtual time the scenario may still pass (a day when it has
+// no limit: any wait is cut into such pieces anyway).
+func (sr *scenarioRun) left() time.Duration {
+	if sr.maxVirtual <= 0 {
+		return math.MaxInt64
+	}
+	return sr.maxVirtual - sr.l.Now()
+}
+
+// virtualLimit stops the scenario at its virtual-time limit.
+func (sr *scenarioRun) virtualLimit() error {
+	sr.stopped = fmt.Errorf("virtual-time limit: the scenario reached %s of virtual time, its limit", sr.maxVirtual)
+	return sr.stopped
+}
+
+// sleep lets d of virtual time pass, a second at a time, so that a long
+// run stops at the scenario's limits and reports its progress.
+func (sr *scenarioRun) sleep(d time.Duration) error {
+	for d > 0 {
+		if err := sr.clock.over(); err != nil {
+			sr.stopped = err
+			return err
+		}
+		left := sr.left()
+		if left <= 0 {
+			return sr.virtualLimit()
+		}
+		step := min(d, time.Second, left)
+		time.Sleep(step)
+		d -= step
+		sr.clock.virtual.Store(int64(sr.l.Now()))
+	}
+	return nil
+}
+
+// waitTimeout cuts the timeout of a wait that starts after a delay to the
+// virtual time left; cut says whether it did, so that the wait's timing
+// out is the limit's doing.
+func (sr *scenarioRun) waitTimeout(after, timeout time.Duration) (t time.Duration, cut bool) {
+	if left := sr.left() - after; timeout > left {
+		return max(left, 0), true
+	}
+	return timeout, false
 }
 
 // now is the scenario's virtual time.
@@ -161,8 +269,8 @@ func (sr *scenarioRun) cmdBoot(d *trace.Directive) (string, error) {
 
 func (sr *scenarioRun) cmdRun(d *trace.Directive) (string, error) {
 	dur, _ := time.ParseDuration(d.Args[0].Key)
-	time.Sleep(dur)
-	return fmt.Sprintf("now %s\n", sr.now()), nil
+	err := sr.sleep(dur)
+	return fmt.Sprintf("now %s\n", sr.now()), err
 }
 
 func (sr *scenarioRun) cmdSuspend(d *trace.Directive) (string, error) {
@@ -251,7 +359,11 @@ func compactList(s []string) string {
 }
 
 func (sr *scenarioRun) cmdWaitStarted(d *trace.Directive) (string, error) {
-	c, err := sr.waitCycle(int(numArg(d, "cycle", 0)), durArg(d, "timeout", 10*time.Minute))
+	timeout, cut := sr.waitTimeout(0, durArg(d, "timeout", defaultWaitTimeout))
+	c, err := sr.waitCycle(int(numArg(d, "cycle", 0)), timeout)
+	if err != nil && cut {
+		return "", sr.virtualLimit()
+	}
 	if err != nil {
 		return "", err
 	}
@@ -268,16 +380,24 @@ func (sr *scenarioRun) leaked() int {
 // start sequence, and the line shows what it took.
 func (sr *scenarioRun) cmdCycles(d *trace.Directive) (string, error) {
 	n := int(numArg(d, "n", 1))
-	dwell, pause := durArg(d, "dwell", 5*time.Second), durArg(d, "pause", time.Second)
-	timeout := durArg(d, "timeout", 10*time.Minute)
+	dwell, pause := durArg(d, "dwell", defaultDwell), durArg(d, "pause", defaultPause)
 	var b strings.Builder
 	first := len(sr.cycles)
 	if first == 0 {
 		return "", fmt.Errorf("cycles needs the boot cycle first (wait-started)")
 	}
 	for i := 0; i < n; i++ {
-		time.Sleep(dwell)
+		if err := sr.sleep(dwell); err != nil {
+			return b.String(), err
+		}
+		if sr.left() < pause {
+			return b.String(), sr.virtualLimit()
+		}
+		timeout, cut := sr.waitTimeout(pause, durArg(d, "timeout", defaultWaitTimeout))
 		c, err := sr.sys.SuspendResume(first+i, pause, timeout)
+		if err != nil && cut {
+			return b.String(), sr.virtualLimit()
+		}
 		if err != nil {
 			return b.String(), err
 		}
@@ -385,6 +505,10 @@ func (sr *scenarioRun) cmdTimeline(d *trace.Directive) (string, error) {
 			lines = append(lines, r.String())
 		}
 		sr.logMark = len(recs)
+		if !sr.keepShown { // no later timeline looks back: let them go
+			w.Eng.Log.Forget(len(recs))
+			sr.logMark = 0
+		}
 		return nil
 	})
 	if limit > 0 && len(lines) > limit {

@@ -42,7 +42,7 @@ func TestLibraryTiming(t *testing.T) {
 			t0 := time.Now()
 			r := RunFile(lab.T(t), &sub, Options{})
 			wall := time.Since(t0)
-			virtual := r.Scenarios[0].records[len(r.Scenarios[0].records)-1].At
+			virtual := r.Scenarios[0].End
 			t.Logf("%-40s virtual %-10s wall %-8s ratio %.0fx", r.Scenarios[0].Report.Name, virtual.Round(time.Second),
 				wall.Round(time.Millisecond), virtual.Seconds()/wall.Seconds())
 		}

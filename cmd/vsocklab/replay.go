@@ -23,8 +23,12 @@ func replayMain(args []string) int {
 	limit := fs.Int("limit", 60, "with --mermaid, draw at most this many events per scenario (0: all)")
 	seed := fs.Int64("seed", -1, "replace every world's seed")
 	rewrite := fs.Bool("rewrite", false, "write the actual output back into the files")
+	maxVirtual := fs.Duration("max-virtual", replay.DefaultMaxVirtual, "stop a scenario at this much virtual time; validation refuses one whose runs and cycles alone pass it (negative: no limit)")
+	maxWall := fs.Duration("max-wall", replay.DefaultMaxWall, "stop a scenario after this much real time (negative: no limit)")
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), "usage: vsocklab replay [flags] FILE...")
+		fmt.Fprintln(fs.Output(), "A scenario stopped by --max-virtual or --max-wall prints \"error: ...\" and the exit status is 1;")
+		fmt.Fprintln(fs.Output(), "a scenario replaying for over a second reports its progress on standard error.")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -34,24 +38,33 @@ func replayMain(args []string) int {
 		fs.Usage()
 		return 2
 	}
+	if *maxVirtual == 0 || *maxWall == 0 {
+		fmt.Fprintln(os.Stderr, "vsocklab replay: --max-virtual and --max-wall take a positive duration (negative: no limit)")
+		return 2
+	}
+	opts := replay.Options{Capture: *pcap != "" || *mermaid, MaxVirtual: *maxVirtual, MaxWall: *maxWall, Progress: os.Stderr}
+	if *seed >= 0 {
+		s := uint64(*seed)
+		opts.Seed = &s
+	}
 	var files []*trace.File
+	bad := false
 	for _, path := range fs.Args() {
 		text, err := os.ReadFile(path)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "vsocklab:", err)
 			return 2
 		}
-		f, err := replay.Parse(path, string(text))
+		f, err := replay.ParseWith(path, string(text), opts)
 		if err != nil {
-			fmt.Fprintln(os.Stderr, "vsocklab:", err)
-			return 2
+			fmt.Fprintln(os.Stderr, err) // one "file:line: problem" a line
+			bad = true
+			continue
 		}
 		files = append(files, f)
 	}
-	opts := replay.Options{Capture: *pcap != "" || *mermaid}
-	if *seed >= 0 {
-		s := uint64(*seed)
-		opts.Seed = &s
+	if bad {
+		return 2
 	}
 	lab.Main(func(r lab.Runner, out io.Writer) bool {
 		failed := false
@@ -59,6 +72,14 @@ func replayMain(args []string) int {
 		for _, f := range files {
 			res := replay.RunFile(r, f, opts)
 			all = append(all, res.Scenarios...)
+			if res.Failed() {
+				failed = true
+				for _, sc := range res.Scenarios {
+					if sc.Err != nil {
+						fmt.Fprintf(os.Stderr, "vsocklab replay: %s: scenario %s: %v\n", f.Name, sc.Report.Name, sc.Err)
+					}
+				}
+			}
 			switch {
 			case *rewrite:
 				if err := os.WriteFile(f.Name, []byte(res.Text()), 0o644); err != nil {

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/vsocklab/vsocklab/emu"
 	"github.com/vsocklab/vsocklab/emu/engine"
@@ -42,6 +43,10 @@ func serveMain(args []string) int {
 	fs.BoolVar(&opts.NoVsockWriteTimeout, "no-write-timeout", false, "init without the vsock write timeout (historical)")
 	fs.BoolVar(&opts.KeepResetSessions, "keep-reset-sessions", false, "init that never closes reset session sockets (historical)")
 	showLog := fs.Bool("log", false, "print the event log to standard error as it happens")
+	lineTimeout := fs.Duration("line-timeout", defaultLineTimeout, "close a client that has sent nothing (no CONNECT line) for this long")
+	maxPending := fs.Int("max-pending", defaultMaxPending, "clients accepted but not yet handed to the device; more wait in the kernel's listen queue")
+	maxConns := fs.Int("max-connections", 0, "device connection limit (0: the device's own, 1023 for every modelled device; others model no real device)")
+	logLimit := fs.Int("log-limit", 0, "event log records kept in memory (0: the real-time default, lab.LiveLogLimit; negative: all)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -70,30 +75,39 @@ func serveMain(args []string) int {
 		ports = append(ports, uint32(p))
 	}
 
-	l, err := lab.Start(lab.Config{Config: emu.Config{Device: *dev, Kernel: *kernel, Seed: *seed}})
+	if *maxPending <= 0 || *lineTimeout <= 0 {
+		fmt.Fprintln(os.Stderr, "vsocklab serve: --max-pending and --line-timeout must be positive")
+		return 2
+	}
+
+	l, err := lab.Start(lab.Config{
+		Config:   emu.Config{Device: *dev, Kernel: *kernel, Seed: *seed, MaxConnections: *maxConns},
+		LogLimit: *logLimit,
+	})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "vsocklab serve:", err)
 		return 2
 	}
+	defer l.Stop()
 	if *showLog {
 		_ = l.Do(func(w *emu.World) error {
 			w.Eng.Log.OnRecord(func(r engine.Record) { fmt.Fprintln(os.Stderr, r.String()) })
 			return nil
 		})
 	}
-	_ = os.Remove(*udsPath)
-	ln, err := net.Listen("unix", *udsPath)
+	ln, err := listenUnix(*udsPath)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "vsocklab serve:", err)
-		l.Stop()
 		return 1
 	}
-	defer os.Remove(*udsPath)
+	defer func() {
+		ln.Close() // a net.UnixListener unlinks the path it bound
+		fmt.Fprintf(os.Stderr, "vsocklab serve: removed %s\n", *udsPath)
+	}()
 
 	for _, p := range ports {
 		if err := forwardGuestPort(l, *udsPath, p); err != nil {
 			fmt.Fprintln(os.Stderr, "vsocklab serve:", err)
-			l.Stop()
 			return 1
 		}
 	}
@@ -102,30 +116,41 @@ func serveMain(args []string) int {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	go func() {
-		<-ctx.Done()
-		ln.Close()
-	}()
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			break
-		}
-		go bridgeToDevice(l, c)
+	srv := &server{lab: l, lineTimeout: *lineTimeout, maxPending: *maxPending, logf: serveLogf}
+	if err := srv.serve(ctx, ln); err != nil {
+		fmt.Fprintf(os.Stderr, "vsocklab serve: %v; stopping\n", err)
+		return 1
 	}
-	l.Stop()
+	fmt.Fprintln(os.Stderr, "vsocklab serve: signalled; stopping")
 	return 0
 }
 
-// bridgeToDevice joins a real client to a new host connection on the
-// emulated device's socket, byte for byte in both directions.
-func bridgeToDevice(l *lab.Lab, real net.Conn) {
-	emuConn, err := l.Host.Dial(l.Host.UDSPath())
-	if err != nil {
-		real.Close()
-		return
+func serveLogf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "vsocklab serve: "+format+"\n", args...)
+}
+
+// listenUnix binds path. A socket file already there is removed only when
+// nothing answers on it (a previous run that died); a live server's socket
+// or a file that is not a socket is an error, never silently replaced.
+func listenUnix(path string) (net.Listener, error) {
+	if fi, err := os.Lstat(path); err == nil {
+		if fi.Mode()&os.ModeSocket == 0 {
+			return nil, fmt.Errorf("%s exists and is not a socket; not replacing it", path)
+		}
+		c, err := net.DialTimeout("unix", path, time.Second)
+		if err == nil {
+			c.Close()
+			return nil, fmt.Errorf("%s: another server is listening there", path)
+		}
+		if !errors.Is(err, syscall.ECONNREFUSED) {
+			return nil, fmt.Errorf("%s exists and cannot be probed (%v); not replacing it", path, err)
+		}
+		if err := os.Remove(path); err != nil {
+			return nil, err
+		}
+		fmt.Fprintf(os.Stderr, "vsocklab serve: removed stale socket %s (nothing listened on it)\n", path)
 	}
-	bridge(real, emuConn)
+	return net.Listen("unix", path)
 }
 
 // forwardGuestPort listens on the emulated <uds>_<port> and passes each

@@ -3,6 +3,7 @@ package engine
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"testing"
 	"time"
 
@@ -69,6 +70,46 @@ func TestLogKeepsChosenKindsAndHashesItsText(t *testing.T) {
 	sum := sha256.Sum256([]byte(e.Log.String()))
 	require.Equal(t, hex.EncodeToString(sum[:]), e.Log.Hash())
 	require.Equal(t, "  -0.000000001", FormatTime(-1))
+}
+
+func TestLogLimitKeepsTheLastRecords(t *testing.T) {
+	full, ring := NewLog(), NewLog()
+	ring.Limit(3)
+	for i := range 10 {
+		for _, l := range []*Log{full, ring} {
+			l.Add(time.Duration(i), KindWorld, "world", fmt.Sprint("step ", i))
+		}
+		require.LessOrEqual(t, ring.Len(), 3)
+	}
+	require.Equal(t, full.Records()[7:], ring.Records(), "the newest three, oldest first")
+	require.Equal(t, uint64(7), ring.Dropped())
+	require.Equal(t, full.Hash(), ring.Hash(), "the hash covers the dropped records too")
+	require.Equal(t, "   0.000000007 world   step 7\n   0.000000008 world   step 8\n   0.000000009 world   step 9\n", ring.String())
+
+	// Tightening a limit drops the oldest; lifting it keeps what is left.
+	ring.Limit(2)
+	require.Equal(t, full.Records()[8:], ring.Records())
+	require.Equal(t, uint64(8), ring.Dropped())
+	ring.Limit(0)
+	ring.Add(10, KindWorld, "world", "step 10")
+	require.Len(t, ring.Records(), 3)
+	require.Equal(t, "step 10", ring.Records()[2].Text)
+}
+
+func TestLogRetainAndForget(t *testing.T) {
+	full, some := NewLog(), NewLog()
+	some.Retain(KindWorld | KindFault)
+	for i, k := range []Kind{KindWorld, KindPacket, KindFault, KindPacket, KindWorld} {
+		full.Add(time.Duration(i), k, "c", fmt.Sprint(i))
+		some.Add(time.Duration(i), k, "c", fmt.Sprint(i))
+	}
+	require.Equal(t, full.Hash(), some.Hash(), "records not stored are still hashed")
+	require.Equal(t, []Record{full.Records()[0], full.Records()[2], full.Records()[4]}, some.Records())
+	some.Forget(2)
+	require.Equal(t, full.Records()[4:], some.Records())
+	require.Equal(t, uint64(2), some.Dropped())
+	some.Forget(5)
+	require.Empty(t, some.Records())
 }
 
 func TestPostOrdersWithAtAndRecyclesTimers(t *testing.T) {

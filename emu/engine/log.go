@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"hash"
+	"slices"
 	"strings"
 	"time"
 )
@@ -53,15 +54,24 @@ func FormatTime(d time.Duration) string {
 
 // Log is the ordered event log. It keeps the records it is asked to keep and
 // hashes every kept record's line as it arrives.
+//
+// A long-running world (vsocklab serve, a vhost-user backend) sets a limit:
+// the log then holds only the most recent records in a ring, so its memory
+// stays flat however much traffic passes; the hash and the live hook still
+// see every record.
 type Log struct {
 	keep    Kind
+	retain  Kind // kinds stored; the others are hashed and hooked only
 	records []Record
+	limit   int // 0: keep every record; otherwise the ring's size
+	head    int // with a full ring: index of the oldest record
+	dropped uint64
 	h       hash.Hash
 	hook    func(Record)
 }
 
 // NewLog returns a log keeping every kind.
-func NewLog() *Log { return &Log{keep: KindAll, h: sha256.New()} }
+func NewLog() *Log { return &Log{keep: KindAll, retain: KindAll, h: sha256.New()} }
 
 // Keep sets which kinds are recorded; the others are dropped unrendered.
 func (l *Log) Keep(k Kind) { l.keep = k }
@@ -74,13 +84,54 @@ func (l *Log) Enabled(k Kind) bool { return l.keep&k != 0 }
 // output.
 func (l *Log) OnRecord(f func(Record)) { l.hook = f }
 
+// Retain sets which of the kept kinds are also stored for Records and
+// String; the others still count in the hash and reach the live hook. A
+// replay that prints only some kinds stores only those, and its hash stays
+// the same as with everything stored.
+func (l *Log) Retain(k Kind) { l.retain = k }
+
+// Forget drops the oldest n stored records (a reader that has printed them
+// and will not look back). They count as dropped.
+func (l *Log) Forget(n int) {
+	recs := l.Records()
+	n = min(max(n, 0), len(recs))
+	l.records = slices.Clone(recs[n:])
+	l.head = 0
+	l.dropped += uint64(n)
+}
+
+// Limit makes the log keep only the last n records (n <= 0: all of them,
+// the default). Records already kept beyond the limit are dropped, oldest
+// first.
+func (l *Log) Limit(n int) {
+	recs := l.Records()
+	l.limit, l.head = max(n, 0), 0
+	if l.limit > 0 && len(recs) > l.limit {
+		l.dropped += uint64(len(recs) - l.limit)
+		recs = slices.Clone(recs[len(recs)-l.limit:])
+	}
+	l.records = recs
+}
+
+// Dropped returns how many stored records the limit or Forget has pushed
+// out of the log.
+func (l *Log) Dropped() uint64 { return l.dropped }
+
 // Add appends a record.
 func (l *Log) Add(at time.Duration, k Kind, comp, text string) {
 	if l.keep&k == 0 {
 		return
 	}
 	r := Record{At: at, Kind: k, Comp: comp, Text: text}
-	l.records = append(l.records, r)
+	switch {
+	case l.retain&k == 0:
+	case l.limit > 0 && len(l.records) == l.limit:
+		l.records[l.head] = r
+		l.head = (l.head + 1) % l.limit
+		l.dropped++
+	default:
+		l.records = append(l.records, r)
+	}
 	l.h.Write([]byte(r.String()))
 	l.h.Write([]byte{'\n'})
 	if l.hook != nil {
@@ -88,23 +139,31 @@ func (l *Log) Add(at time.Duration, k Kind, comp, text string) {
 	}
 }
 
-// Records returns the kept records in order.
-func (l *Log) Records() []Record { return l.records }
+// Records returns the kept records in order. Without a limit it is the
+// log's own slice; with a wrapped ring, a copy in order.
+func (l *Log) Records() []Record {
+	if l.head == 0 {
+		return l.records
+	}
+	return slices.Concat(l.records[l.head:], l.records[:l.head])
+}
 
 // Len returns the number of kept records.
 func (l *Log) Len() int { return len(l.records) }
 
-// String renders the whole log, one line per record.
+// String renders the kept log, one line per record.
 func (l *Log) String() string {
 	var b strings.Builder
-	for _, r := range l.records {
+	for _, r := range l.Records() {
 		b.WriteString(r.String())
 		b.WriteByte('\n')
 	}
 	return b.String()
 }
 
-// Hash is the SHA-256 of String(), in hex, computed incrementally.
+// Hash is the SHA-256 of every kept record's line as it arrived, in hex,
+// computed incrementally: String() without a limit, and also the records
+// a limit has since dropped.
 func (l *Log) Hash() string {
 	return hex.EncodeToString(l.h.Sum(nil))
 }

@@ -37,7 +37,18 @@ type Config struct {
 	MaxTime time.Duration
 	// Keep selects the kinds of event log records kept (0: all).
 	Keep engine.Kind
+	// LogLimit bounds the event log to its last LogLimit records (see
+	// engine.Log.Limit). Zero means every record for Run, whose result is
+	// the whole log, and LiveLogLimit for Start, whose worlds serve real
+	// clients for as long as they like and must not grow with their
+	// traffic. Negative: every record, in both.
+	LogLimit int
 }
+
+// LiveLogLimit is the event log bound of a lab made by Start unless its
+// Config says otherwise: enough for the recent history of a few hundred
+// connections, about 4 MiB of records.
+const LiveLogLimit = 1 << 15
 
 // Lab is a running world with its programs.
 type Lab struct {
@@ -57,6 +68,12 @@ func newLab(cfg Config, bubble bool) (*Lab, error) {
 	}
 	if cfg.Keep != 0 {
 		w.Eng.Log.Keep(cfg.Keep)
+	}
+	switch limit := cfg.LogLimit; {
+	case limit > 0:
+		w.Eng.Log.Limit(limit)
+	case limit == 0 && !bubble:
+		w.Eng.Log.Limit(LiveLogLimit)
 	}
 	d := newDriver(w, bubble)
 	d.maxAt = cfg.MaxTime

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/vsocklab/vsocklab/emu"
 )
 
 // hybridDial connects to guest port through the device's Unix socket, the
@@ -119,4 +121,62 @@ func TestDialCancelledWhileSuspended(t *testing.T) {
 		require.NoError(t, l.Resume())
 	})
 	require.Empty(t, res.Leaked)
+}
+
+// TestStartBoundsTheEventLog streams through a real-time lab, as vsocklab
+// serve does for as long as its clients like, and checks that its event log
+// stays within its limit while the traffic goes on: by default LiveLogLimit
+// records, the rest counted as dropped.
+func TestStartBoundsTheEventLog(t *testing.T) {
+	logSize := func(l *Lab) (n int, dropped uint64) {
+		require.NoError(t, l.Do(func(w *emu.World) error {
+			n, dropped = w.Eng.Log.Len(), w.Eng.Log.Dropped()
+			return nil
+		}))
+		return n, dropped
+	}
+	for _, tc := range []struct {
+		name  string
+		limit int
+		want  int
+		total int
+	}{
+		{"default", 0, LiveLogLimit, 256 << 20},
+		{"configured", 500, 500, 8 << 20},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			l, err := Start(Config{LogLimit: tc.limit})
+			require.NoError(t, err)
+			// Sample the log's size from a second stream while the first runs.
+			stop := make(chan struct{})
+			sampled := make(chan int, 1)
+			go func() {
+				most := 0
+				for {
+					select {
+					case <-stop:
+						sampled <- most
+						return
+					case <-time.After(5 * time.Millisecond):
+					}
+					n, _ := logSize(l)
+					most = max(most, n)
+				}
+			}()
+			require.NoError(t, streamThroughLab(l, tc.total))
+			close(stop)
+			require.LessOrEqual(t, <-sampled, tc.want)
+			n, dropped := logSize(l)
+			require.Equal(t, tc.want, n, "the stream filled the log to its limit")
+			require.Positive(t, dropped, "and the limit dropped older records")
+			res := l.Stop()
+			require.Len(t, strings.Split(strings.TrimSuffix(res.Log, "\n"), "\n"), tc.want)
+		})
+	}
+
+	t.Run("Run keeps every record", func(t *testing.T) {
+		res := Run(t, Config{}, func(l *Lab) { require.NoError(t, streamThroughLab(l, 4<<20)) })
+		require.Zero(t, res.World.Eng.Log.Dropped())
+		require.Greater(t, res.World.Eng.Log.Len(), 500)
+	})
 }

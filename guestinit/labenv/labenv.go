@@ -7,6 +7,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"iter"
 	"net"
 	"strconv"
 	"strings"
@@ -165,6 +166,30 @@ func ParseWorkload(args []string) (Workload, error) {
 	return w, nil
 }
 
+// schedule yields the writes of a writer: Writes as given, or Total in
+// Size pieces, Every apart, the first at once. It yields them one at a time
+// so that a long stream (vsocklab serve's total=10GiB) does not hold a
+// schedule as large as the stream's piece count.
+func (w Workload) schedule() iter.Seq[Write] {
+	return func(yield func(Write) bool) {
+		if w.Writes != nil {
+			for _, x := range w.Writes {
+				if !yield(x) {
+					return
+				}
+			}
+			return
+		}
+		delay := time.Duration(0)
+		for left := w.Total; left > 0; left -= int64(w.Size) {
+			if !yield(Write{Size: int(min(left, int64(w.Size))), Delay: delay}) {
+				return
+			}
+			delay = w.Every
+		}
+	}
+}
+
 // parseWrites reads "64KiB@10ms,4KiB@0s".
 func parseWrites(v string) ([]Write, error) {
 	var out []Write
@@ -263,18 +288,8 @@ func (p *Process) run(ctx context.Context, out, errw *lab.PipeWriter) {
 	if p.spec.Stream == "stderr" {
 		w = errw
 	}
-	writes := p.spec.Writes
-	if writes == nil {
-		for left := p.spec.Total; left > 0; left -= int64(p.spec.Size) {
-			delay := p.spec.Every
-			if len(writes) == 0 {
-				delay = 0
-			}
-			writes = append(writes, Write{Size: int(min(left, int64(p.spec.Size))), Delay: delay})
-		}
-	}
 	var off int64
-	for _, x := range writes {
+	for x := range p.spec.schedule() {
 		if x.Delay > 0 {
 			t := time.NewTimer(x.Delay)
 			select {
