@@ -111,8 +111,9 @@ type driver struct {
 	mu       sync.Mutex
 	pending  []*request
 	posted   []*request
-	stopping bool // asked to stop: the current round is the last
-	stopped  bool // stopped: requests fail at once
+	quiet    []*request // applied once nothing else moves at this instant
+	stopping bool       // asked to stop: the current round is the last
+	stopped  bool       // stopped: requests fail at once
 	poke     chan struct{}
 
 	// Owned by the driver goroutine.
@@ -178,6 +179,25 @@ func (d *driver) do(r *request) {
 		return
 	}
 	d.pending = append(d.pending, r)
+	d.mu.Unlock()
+	select {
+	case d.poke <- struct{}{}:
+	default:
+	}
+	<-r.done
+}
+
+// doQuiet submits r to run once the current instant has settled, and
+// blocks until it has: see Lab.Observe.
+func (d *driver) doQuiet(r *request) {
+	r.done = make(chan struct{})
+	d.mu.Lock()
+	if d.stopped {
+		d.mu.Unlock()
+		r.fail(errLabClosed)
+		return
+	}
+	d.quiet = append(d.quiet, r)
 	d.mu.Unlock()
 	select {
 	case d.poke <- struct{}{}:
@@ -256,6 +276,11 @@ func (d *driver) loop() {
 		posted, batch := d.posted, d.pending
 		d.posted, d.pending = nil, nil
 		stopped := d.stopping
+		if len(posted) == 0 && len(batch) == 0 && len(d.ready) == 0 {
+			// Every program is blocked and nobody waits to be woken: the
+			// instant has settled, and the quiet requests see all of it.
+			batch, d.quiet = d.quiet, nil
+		}
 
 		d.w.Eng.RunUntil(d.now())
 		// Posted operations first: a goroutine that posts (say a Close) and
@@ -287,6 +312,10 @@ func (d *driver) loop() {
 				close(r.done)
 			}
 			d.ready = d.ready[n:]
+			d.mu.Unlock()
+			continue
+		}
+		if len(d.quiet) > 0 { // a round with nothing else applies them
 			d.mu.Unlock()
 			continue
 		}
@@ -447,8 +476,8 @@ func (b Blocked) String() string {
 // shutdownLocked fails every request still waiting and every later one.
 func (d *driver) shutdownLocked() {
 	d.stopped = true
-	batch := d.pending
-	d.pending, d.posted = nil, nil
+	batch := slices.Concat(d.pending, d.quiet)
+	d.pending, d.posted, d.quiet = nil, nil, nil
 	d.finalBlocked = d.blocked()
 	for _, f := range d.onStop {
 		f()
