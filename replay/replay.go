@@ -28,6 +28,9 @@ type Options struct {
 	// Capture keeps every packet that crossed the device, for pcap and
 	// Mermaid output.
 	Capture bool
+	// Plot keeps what the scenario measured over time (Scenario.Series)
+	// for pictures.
+	Plot bool
 	// MaxVirtual bounds each scenario's virtual time (0: DefaultMaxVirtual;
 	// negative: no bound). Validation refuses a scenario whose runs and
 	// cycles alone would pass it; a scenario that reaches it while it runs

@@ -34,8 +34,11 @@ type Scenario struct {
 	Packets []Packet
 	// Err is why the scenario stopped before its last directive (a
 	// virtual- or wall-time limit), nil when it ran to the end.
-	Err     error
-	End     time.Duration // virtual time at the end
+	Err error
+	End time.Duration // virtual time at the end
+	// Series is what the scenario measured over time, with Options.Plot
+	// (nil without).
+	Series  *Series
 	records []engine.Record
 }
 
@@ -121,6 +124,7 @@ func (sr *scenarioRun) labConfig() lab.Config { return lab.Config{Config: sr.cfg
 // start runs inside the bubble before the first directive.
 func (sr *scenarioRun) start(opts Options) {
 	_ = sr.l.Do(func(w *emu.World) error { w.Eng.Log.Retain(sr.retain); return nil })
+	sr.startSeries(opts)
 	if !opts.Capture {
 		return
 	}
@@ -264,6 +268,7 @@ func (sr *scenarioRun) cmdBoot(d *trace.Directive) (string, error) {
 		return "", fmt.Errorf("boot needs an init directive first")
 	}
 	sr.sys = programs.Start(sr.l, sr.initOpts, sr.workload, sr.hostdOpts)
+	sr.sampleStdout()
 	return fmt.Sprintf("booted at %s\n", sr.now()), nil
 }
 
