@@ -11,6 +11,7 @@ import (
 
 	"github.com/vsocklab/vsocklab/emu/lab"
 	"github.com/vsocklab/vsocklab/replay"
+	"github.com/vsocklab/vsocklab/replay/plots"
 	"github.com/vsocklab/vsocklab/trace"
 )
 
@@ -19,6 +20,7 @@ func replayMain(args []string) int {
 	check := fs.Bool("check", false, "compare each directive's output with the file; exit 1 with a diff on any difference")
 	asJSON := fs.Bool("json", false, "print one JSON object per scenario instead of the trace text")
 	pcap := fs.String("pcap", "", "write every packet that crossed the device as LINKTYPE_VSOCK pcap (one scenario: FILE; several: FILE with -<scenario> before .pcap)")
+	plotDir := fs.String("plot", "", "draw each file's resume matrix and each scenario's stdout and credit over time into DIR, as PNG and SVG")
 	mermaid := fs.Bool("mermaid", false, "print each scenario's packet exchange as a Mermaid sequence diagram")
 	limit := fs.Int("limit", 60, "with --mermaid, draw at most this many events per scenario (0: all)")
 	seed := fs.Int64("seed", -1, "replace every world's seed")
@@ -42,7 +44,7 @@ func replayMain(args []string) int {
 		fmt.Fprintln(os.Stderr, "vsocklab replay: --max-virtual and --max-wall take a positive duration (negative: no limit)")
 		return 2
 	}
-	opts := replay.Options{Capture: *pcap != "" || *mermaid, MaxVirtual: *maxVirtual, MaxWall: *maxWall, Progress: os.Stderr}
+	opts := replay.Options{Capture: *pcap != "" || *mermaid, Plot: *plotDir != "", MaxVirtual: *maxVirtual, MaxWall: *maxWall, Progress: os.Stderr}
 	if *seed >= 0 {
 		s := uint64(*seed)
 		opts.Seed = &s
@@ -109,6 +111,14 @@ func replayMain(args []string) int {
 			for _, sc := range all {
 				fmt.Fprintf(out, "```mermaid\n%s```\n", sc.Mermaid(*limit))
 			}
+		}
+		if *plotDir != "" {
+			paths, err := plots.WriteDir(*plotDir, all, "png", "svg")
+			if err != nil {
+				fmt.Fprintln(os.Stderr, "vsocklab:", err)
+				failed = true
+			}
+			fmt.Fprintf(os.Stderr, "vsocklab replay: %d pictures in %s\n", len(paths), *plotDir)
 		}
 		if *pcap != "" {
 			if err := writePcaps(*pcap, all); err != nil {
