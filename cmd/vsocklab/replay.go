@@ -22,7 +22,7 @@ func replayMain(args []string) int {
 	pcap := fs.String("pcap", "", "write every packet that crossed the device as LINKTYPE_VSOCK pcap (one scenario: FILE; several: FILE with -<scenario> before .pcap)")
 	plotDir := fs.String("plot", "", "draw each file's resume matrix and each scenario's stdout and credit over time into DIR, as PNG and SVG")
 	mermaid := fs.Bool("mermaid", false, "print each scenario's packet exchange as a Mermaid sequence diagram")
-	limit := fs.Int("limit", 60, "with --mermaid, draw at most this many events per scenario (0: all)")
+	limit := fs.Int("limit", 60, "with --mermaid, draw at most this many lines per scenario (0: all): repeated exchanges fold into loops, and a longer diagram keeps the start and samples the rest of the run")
 	seed := fs.Int64("seed", -1, "replace every world's seed")
 	rewrite := fs.Bool("rewrite", false, "write the actual output back into the files")
 	maxVirtual := fs.Duration("max-virtual", replay.DefaultMaxVirtual, "stop a scenario at this much virtual time; validation refuses one whose runs and cycles alone pass it (negative: no limit)")
