@@ -128,15 +128,12 @@ func Parse(name, text string) (*trace.File, error) { return ParseWith(name, text
 // "file:line: what was expected", joined into one error (errors.Join). A
 // file without directives is an error too.
 func ParseWith(name, text string, opts Options) (*trace.File, error) {
-	f, err := trace.Parse(name, text)
+	f, err := trace.ParseMax(name, text, maxDirectives)
 	if err != nil {
 		return nil, err
 	}
 	if len(f.Directives) == 0 {
 		return nil, &trace.SyntaxError{File: name, Line: 1, Msg: "no directives: a trace starts with a world directive"}
-	}
-	if len(f.Directives) > maxDirectives {
-		return nil, f.Directives[maxDirectives].Errorf("more than %d directives in one file", maxDirectives)
 	}
 	if f.Directives[0].Cmd != "world" {
 		return nil, f.Directives[0].Errorf("a trace starts with a world directive, got %q", f.Directives[0].Cmd)

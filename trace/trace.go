@@ -91,8 +91,13 @@ type File struct {
 }
 
 // Parse reads a trace file.
-func Parse(name, text string) (*File, error) {
-	p := &parser{name: name, lines: splitLines(text)}
+func Parse(name, text string) (*File, error) { return ParseMax(name, text, 0) }
+
+// ParseMax reads a trace file of at most max directives (0: any number). A
+// longer file is an error at its first directive past max, found without
+// building the directives after it.
+func ParseMax(name, text string, max int) (*File, error) {
+	p := &parser{name: name, lines: splitLines(text), max: max}
 	return p.file()
 }
 
@@ -100,6 +105,7 @@ type parser struct {
 	name  string
 	lines []string
 	i     int // next line, 0-based
+	max   int // directives allowed, 0: any
 }
 
 func splitLines(text string) []string {
@@ -134,6 +140,9 @@ func (p *parser) file() (*File, error) {
 			leading.WriteByte('\n')
 			p.i++
 			continue
+		}
+		if p.max > 0 && len(f.Directives) == p.max {
+			return nil, p.errorf(p.i+1, "more than %d directives in one file", p.max)
 		}
 		d, err := p.directive()
 		if err != nil {

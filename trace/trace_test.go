@@ -68,3 +68,13 @@ func TestSyntaxErrors(t *testing.T) {
 		require.Equal(t, tc.want, err.Error())
 	}
 }
+
+// ParseMax stops at the first directive past its limit.
+func TestParseMax(t *testing.T) {
+	text := "a\n----\n\nb\n----\n\nc\n----\n"
+	f, err := ParseMax("t.trace", text, 3)
+	require.NoError(t, err)
+	require.Len(t, f.Directives, 3)
+	_, err = ParseMax("t.trace", text, 2)
+	require.EqualError(t, err, "t.trace:7: more than 2 directives in one file")
+}

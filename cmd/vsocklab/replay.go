@@ -15,6 +15,10 @@ import (
 	"github.com/vsocklab/vsocklab/trace"
 )
 
+// maxTraceBytes bounds the size of a trace file, read whole before
+// validation: the incident library's files are tens of KiB.
+const maxTraceBytes = 16 << 20
+
 func replayMain(args []string) int {
 	fs := flag.NewFlagSet("replay", flag.ContinueOnError)
 	check := fs.Bool("check", false, "compare each directive's output with the file; exit 1 with a diff on any difference")
@@ -52,6 +56,11 @@ func replayMain(args []string) int {
 	var files []*trace.File
 	bad := false
 	for _, path := range fs.Args() {
+		if fi, err := os.Stat(path); err == nil && fi.Size() > maxTraceBytes {
+			fmt.Fprintf(os.Stderr, "%s:1: %d bytes, over the %d MiB a trace file may have\n", path, fi.Size(), maxTraceBytes>>20)
+			bad = true
+			continue
+		}
 		text, err := os.ReadFile(path)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "vsocklab:", err)

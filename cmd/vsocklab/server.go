@@ -70,8 +70,11 @@ func (s *server) serve(ctx context.Context, ln net.Listener) error {
 			if ctx.Err() != nil {
 				return nil
 			}
+			// net/http's own test: Temporary is deprecated for its vague
+			// meaning elsewhere, but on accept errors it is what Serve uses
+			// (EMFILE, ENFILE, ECONNABORTED, EAGAIN, EINTR).
 			var ne net.Error
-			if !errors.As(err, &ne) || !ne.Temporary() { //nolint:staticcheck // net/http's test, on purpose
+			if !errors.As(err, &ne) || !ne.Temporary() {
 				return err
 			}
 			if delay == 0 {

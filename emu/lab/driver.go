@@ -145,6 +145,11 @@ func newDriver(w *emu.World, bubble bool) *driver {
 		exited:   make(chan struct{}),
 	}
 	w.Guest.Wake = d.markDirty
+	if !bubble {
+		// A real-time world serves real clients for as long as they like:
+		// its log must not grow with their traffic.
+		w.Eng.Log.Limit(LiveLogLimit)
+	}
 	return d
 }
 

@@ -45,9 +45,10 @@ type Config struct {
 	LogLimit int
 }
 
-// LiveLogLimit is the event log bound of a lab made by Start unless its
-// Config says otherwise: enough for the recent history of a few hundred
-// connections, about 4 MiB of records.
+// LiveLogLimit is the event log bound of a lab whose driver runs against
+// the wall clock (Start, and any other real-time use of the driver, such as
+// a vhost-user back-end's) unless its Config says otherwise: enough for the
+// recent history of a few hundred connections, about 4 MiB of records.
 const LiveLogLimit = 1 << 15
 
 // Lab is a running world with its programs.
@@ -69,13 +70,13 @@ func newLab(cfg Config, bubble bool) (*Lab, error) {
 	if cfg.Keep != 0 {
 		w.Eng.Log.Keep(cfg.Keep)
 	}
+	d := newDriver(w, bubble) // a real-time driver bounds the log to LiveLogLimit
 	switch limit := cfg.LogLimit; {
 	case limit > 0:
 		w.Eng.Log.Limit(limit)
-	case limit == 0 && !bubble:
-		w.Eng.Log.Limit(LiveLogLimit)
+	case limit < 0:
+		w.Eng.Log.Limit(0)
 	}
-	d := newDriver(w, bubble)
 	d.maxAt = cfg.MaxTime
 	ctx, cancel := context.WithCancel(context.Background())
 	l := &Lab{Guest: &Guest{d: d}, Host: &Host{d: d}, d: d, ctx: ctx, cancel: cancel}
