@@ -75,6 +75,21 @@ func (c *Config) defaults() {
 	}
 }
 
+// deviceProfile is the device's profile with the connection limit applied.
+func (c *Config) deviceProfile() (device.Profile, error) {
+	if c.MaxConnections < 0 {
+		return device.Profile{}, fmt.Errorf("connection limit %d: must be positive, or 0 for the device's own", c.MaxConnections)
+	}
+	p, err := device.LookupProfile(c.Device)
+	if err != nil {
+		return device.Profile{}, err
+	}
+	if c.MaxConnections > 0 {
+		p.MaxConnections = c.MaxConnections
+	}
+	return p, nil
+}
+
 // World is one microVM with its vsock device and host.
 type World struct {
 	Eng   *engine.Engine
@@ -92,6 +107,7 @@ type World struct {
 	counters  Counters
 	taps      []Tap
 	credits   []CreditTap
+	external  bool // no guest model: see NewExternal
 }
 
 // CreditTap sees every change of a guest socket's credit (guest.Credit),
@@ -114,15 +130,9 @@ type Counters struct {
 // its Unix socket path, and the guest kernel with its buffers posted.
 func New(cfg Config) (*World, error) {
 	cfg.defaults()
-	if cfg.MaxConnections < 0 {
-		return nil, fmt.Errorf("connection limit %d: must be positive, or 0 for the device's own", cfg.MaxConnections)
-	}
-	devProf, err := device.LookupProfile(cfg.Device)
+	devProf, err := cfg.deviceProfile()
 	if err != nil {
 		return nil, err
-	}
-	if cfg.MaxConnections > 0 {
-		devProf.MaxConnections = cfg.MaxConnections
 	}
 	kernProf, err := guest.LookupProfile(cfg.Kernel)
 	if err != nil {
@@ -224,6 +234,9 @@ func (w *World) Cycles() int { return w.cycles }
 // will see it on resume), then its process is gone with every host-side
 // connection.
 func (w *World) Suspend() error {
+	if w.external {
+		return fmt.Errorf("suspend: the guest is external (StopRings stops its rings)")
+	}
 	if w.suspended {
 		return fmt.Errorf("suspend: already suspended")
 	}
@@ -243,6 +256,9 @@ func (w *World) Suspend() error {
 // allocator follows the profile) and thaws the guest, which then handles
 // the pending reset event.
 func (w *World) Resume() error {
+	if w.external {
+		return fmt.Errorf("resume: the guest is external (StartRings starts its rings)")
+	}
 	if !w.suspended {
 		return fmt.Errorf("resume: not suspended")
 	}

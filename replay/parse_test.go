@@ -22,6 +22,7 @@ func TestParseErrors(t *testing.T) {
 		{"unknown device", "world device=qemu\n----\n", `t.trace:1: world: unknown device profile "qemu" (known: firecracker-1.5`},
 		{"unknown kernel", "world kernel=linux-2.6\n----\n", `t.trace:1: world: unknown guest kernel profile "linux-2.6" (known: linux-5.15`},
 		{"bad seed", "world seed=x\n----\n", `t.trace:1: world: seed=x: expected a non-negative integer`},
+		{"seed 0", "world seed=0\n----\n", `t.trace:1: world: seed=0: seeds start at 1 (the default)`},
 		{"bad duration", "world\n----\n\nrun soon\n----\n", `t.trace:4: run: expected a duration such as 30s, got "soon"`},
 		{"unknown argument", "world\n----\n\nhostd fast\n----\n", `t.trace:4: hostd: unknown argument "fast" (known: api-port, attempt-timeout, backoff-initial, backoff-max, give-up, log-port, session-first)`},
 		{"flag with a value", "world\n----\n\nhostd session-first=yes\n----\n", `t.trace:4: hostd: session-first is a flag and takes no value`},

@@ -47,6 +47,27 @@ var pcapEpoch = time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
 // timestamps and link type LINKTYPE_VSOCK. The format is small and fixed
 // enough that a writer of our own is simpler than a dependency.
 func WritePcap(w io.Writer, packets []Packet) error {
+	pw, err := NewPcapWriter(w)
+	if err != nil {
+		return err
+	}
+	for _, p := range packets {
+		if err := pw.Write(p); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// PcapWriter streams packets into a capture, for runs that do not end
+// (the vhost-user back-end).
+type PcapWriter struct {
+	w   io.Writer
+	rec []byte
+}
+
+// NewPcapWriter writes the file header of a LINKTYPE_VSOCK capture.
+func NewPcapWriter(w io.Writer) (*PcapWriter, error) {
 	le := binary.LittleEndian
 	hdr := make([]byte, 24)
 	le.PutUint32(hdr[0:], 0xa1b23c4d) // nanosecond-resolution magic
@@ -55,33 +76,36 @@ func WritePcap(w io.Writer, packets []Packet) error {
 	le.PutUint32(hdr[16:], 262144) // snaplen
 	le.PutUint32(hdr[20:], LinkTypeVsock)
 	if _, err := w.Write(hdr); err != nil {
+		return nil, err
+	}
+	return &PcapWriter{w: w, rec: make([]byte, 16+monHdrLen+virtio.HeaderLen)}, nil
+}
+
+// Write appends one packet record; its time is p.At after the capture
+// epoch (2000-01-01 UTC, where synctest's clock starts).
+func (pw *PcapWriter) Write(p Packet) error {
+	le := binary.LittleEndian
+	rec := pw.rec
+	ts := pcapEpoch.Add(p.At)
+	n := monHdrLen + virtio.HeaderLen + len(p.Payload)
+	le.PutUint32(rec[0:], uint32(ts.Unix()))
+	le.PutUint32(rec[4:], uint32(ts.Nanosecond()))
+	le.PutUint32(rec[8:], uint32(n))
+	le.PutUint32(rec[12:], uint32(n))
+	m := rec[16:]
+	le.PutUint64(m[0:], p.Hdr.SrcCID)
+	le.PutUint64(m[8:], p.Hdr.DstCID)
+	le.PutUint32(m[16:], p.Hdr.SrcPort)
+	le.PutUint32(m[20:], p.Hdr.DstPort)
+	le.PutUint16(m[24:], monOp(p.Hdr.Op))
+	le.PutUint16(m[26:], monTransVirtio)
+	le.PutUint16(m[28:], virtio.HeaderLen)
+	m[30], m[31] = 0, 0
+	h := p.Hdr
+	_ = h.Encode(m[monHdrLen:])
+	if _, err := pw.w.Write(rec); err != nil {
 		return err
 	}
-	rec := make([]byte, 16+monHdrLen+virtio.HeaderLen)
-	for _, p := range packets {
-		ts := pcapEpoch.Add(p.At)
-		n := monHdrLen + virtio.HeaderLen + len(p.Payload)
-		le.PutUint32(rec[0:], uint32(ts.Unix()))
-		le.PutUint32(rec[4:], uint32(ts.Nanosecond()))
-		le.PutUint32(rec[8:], uint32(n))
-		le.PutUint32(rec[12:], uint32(n))
-		m := rec[16:]
-		le.PutUint64(m[0:], p.Hdr.SrcCID)
-		le.PutUint64(m[8:], p.Hdr.DstCID)
-		le.PutUint32(m[16:], p.Hdr.SrcPort)
-		le.PutUint32(m[20:], p.Hdr.DstPort)
-		le.PutUint16(m[24:], monOp(p.Hdr.Op))
-		le.PutUint16(m[26:], monTransVirtio)
-		le.PutUint16(m[28:], virtio.HeaderLen)
-		m[30], m[31] = 0, 0
-		h := p.Hdr
-		_ = h.Encode(m[monHdrLen:])
-		if _, err := w.Write(rec); err != nil {
-			return err
-		}
-		if _, err := w.Write(p.Payload); err != nil {
-			return err
-		}
-	}
-	return nil
+	_, err := pw.w.Write(p.Payload)
+	return err
 }

@@ -333,6 +333,10 @@ func worldConfig(d *trace.Directive) (emu.Config, string, error) {
 			if err != nil {
 				return cfg, name, d.Errorf("world: seed=%s: %v", v, err)
 			}
+			if n == 0 {
+				// The lab takes seed 0 for its default, 1.
+				return cfg, name, d.Errorf("world: seed=0: seeds start at 1 (the default)")
+			}
 			cfg.Seed = n
 		case "cid":
 			n, err := parseUint(v)

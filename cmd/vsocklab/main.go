@@ -2,6 +2,7 @@
 //
 //	vsocklab replay [flags] FILE...   replay trace files (the incident library)
 //	vsocklab serve --uds PATH [flags] run a world in real time behind a real Unix socket
+//	vsocklab vhost-user --socket PATH --uds PATH [flags]  serve the device to a real kernel under QEMU
 //	vsocklab profiles                 list the device and guest kernel profiles
 package main
 
@@ -21,6 +22,8 @@ func main() {
 		code = replayMain(os.Args[2:])
 	case "serve":
 		code = serveMain(os.Args[2:])
+	case "vhost-user":
+		code = vhostUserMain(os.Args[2:])
 	case "profiles":
 		code = profilesMain()
 	case "-h", "-help", "--help", "help":
@@ -37,6 +40,7 @@ func usage() {
 	fmt.Fprint(os.Stderr, `usage:
   vsocklab replay [--check] [--json] [--pcap FILE] [--mermaid] [--seed N] [--rewrite] FILE...
   vsocklab serve --uds PATH [--device NAME] [--kernel NAME] [--workload SPEC] [--forward PORT,...]
+  vsocklab vhost-user --socket PATH --uds PATH [--device NAME] [--cid N] [--pcap FILE] [--log KINDS]
   vsocklab profiles
 `)
 }

@@ -49,7 +49,11 @@ func replayMain(args []string) int {
 		return 2
 	}
 	opts := replay.Options{Capture: *pcap != "" || *mermaid, Plot: *plotDir != "", MaxVirtual: *maxVirtual, MaxWall: *maxWall, Progress: os.Stderr}
-	if *seed >= 0 {
+	if *seed == 0 {
+		fmt.Fprintln(os.Stderr, "vsocklab: --seed 0: seeds start at 1 (the default of every world)")
+		return 2
+	}
+	if *seed > 0 {
 		s := uint64(*seed)
 		opts.Seed = &s
 	}

@@ -5,13 +5,11 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"os/signal"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -176,32 +174,9 @@ func forwardGuestPort(l *lab.Lab, realUDS string, port uint32) error {
 					c.Close()
 					return
 				}
-				bridge(real, c)
+				lab.Bridge(real, c)
 			}()
 		}
 	}()
 	return nil
-}
-
-type halfCloser interface{ CloseWrite() error }
-
-// bridge copies both ways; an end of stream on one side becomes a
-// write-shutdown on the other, and both are closed when both directions end.
-func bridge(a, b net.Conn) {
-	var wg sync.WaitGroup
-	copyHalf := func(dst, src net.Conn) {
-		defer wg.Done()
-		_, err := io.Copy(dst, src)
-		if hc, ok := dst.(halfCloser); ok && (err == nil || errors.Is(err, io.EOF)) {
-			_ = hc.CloseWrite()
-		} else {
-			dst.Close()
-		}
-	}
-	wg.Add(2)
-	go copyHalf(a, b)
-	go copyHalf(b, a)
-	wg.Wait()
-	a.Close()
-	b.Close()
 }

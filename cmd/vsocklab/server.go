@@ -97,7 +97,7 @@ func (s *server) serve(ctx context.Context, ln net.Listener) error {
 			emuConn, ok := s.handOff(ctx, c)
 			<-pending
 			if ok {
-				bridge(c, emuConn)
+				lab.Bridge(c, emuConn)
 			}
 		}()
 	}

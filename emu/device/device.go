@@ -27,7 +27,13 @@ type Config struct {
 	UDSPath string
 	Host    *uds.Namespace
 	Mem     virtio.Memory
-	Queues  [3]virtio.Layout // indexed by virtio.QueueRX, QueueTX, QueueEvent
+	// Queues are indexed by virtio.QueueRX, QueueTX, QueueEvent. The event
+	// queue's may be the zero Layout: the device then has none, as behind
+	// QEMU's vhost-user-vsock, which keeps the event queue in the VMM
+	// (QEMU hw/virtio/vhost-vsock-common.c, vhost_vsock_common_realize,
+	// v7.2.0). Such a device posts no TRANSPORT_RESET and never arms its RX
+	// gate, which only an event-queue notify could clear.
+	Queues [3]virtio.Layout
 	// Features are the negotiated ring features; VIRTIO_F_INDIRECT_DESC is
 	// honoured.
 	Features uint64
@@ -35,6 +41,16 @@ type Config struct {
 	// used ring (once per processing run), and by the resume kick. It must
 	// only schedule work.
 	Interrupt func()
+	// QueueInterrupt, if set, replaces Interrupt for a transport with an
+	// interrupt per queue (vhost-user's call eventfds): it is called once
+	// per queue the run pushed to, with the queue's index, and with
+	// virtio.QueueEvent where Interrupt signals the event queue.
+	QueueInterrupt func(queue int)
+	// LogTXShapes adds each accepted TX packet's chain shape (descriptor
+	// lengths, "r44 r32768 r32761") to its log line, as the dropped-chain
+	// lines always have it. A real driver's layout is what a vhost-user run
+	// is there to show.
+	LogTXShapes bool
 	// OnPacket, if set, sees every packet the device accepts from TX and
 	// every packet it writes to RX. payload is valid only during the call.
 	OnPacket func(dir Dir, h *virtio.Header, payload []byte)
@@ -87,13 +103,8 @@ func New(eng *engine.Engine, p Profile, cfg Config) (*Device, error) {
 		return nil, errors.New("device: engine, memory and host namespace are required")
 	}
 	d := &Device{eng: eng, prof: p, cfg: cfg, mem: cfg.Mem}
-	names := [3]string{"rx", "tx", "event"}
-	for i := range d.q {
-		q, err := newVQ(names[i], cfg.Mem, cfg.Queues[i], cfg.Features)
-		if err != nil {
-			return nil, fmt.Errorf("device: %s queue: %w", names[i], err)
-		}
-		d.q[i] = q
+	if err := d.newQueues(); err != nil {
+		return nil, err
 	}
 	l, err := cfg.Host.Listen(cfg.UDSPath, hostListenBacklog)
 	if err != nil {
@@ -119,6 +130,10 @@ func (d *Device) Notify(queue int) {
 	case virtio.QueueTX:
 		d.kickTX = true
 	case virtio.QueueEvent:
+		if d.q[virtio.QueueEvent] == nil {
+			d.logf(engine.KindFault, "notify of the event queue ignored: the device has none")
+			return
+		}
 		d.kickEV = true
 	default:
 		d.logf(engine.KindFault, "notify of unknown queue %d ignored", queue)
@@ -182,20 +197,38 @@ func (d *Device) step() bool {
 }
 
 func (d *Device) finishRun() {
-	pushed := false
-	for _, q := range d.q {
-		pushed = pushed || q.pushedThisRun
+	var pushed [3]bool
+	some := false
+	for i, q := range d.q {
+		if q == nil {
+			continue
+		}
+		pushed[i] = q.pushedThisRun
+		some = some || q.pushedThisRun
 		q.pushedThisRun = false
 	}
 	d.checkChains()
-	if pushed {
-		d.interrupt()
+	if !some {
+		return
+	}
+	if d.cfg.QueueInterrupt == nil {
+		d.interrupt(virtio.QueueEvent) // one interrupt line: the queue does not matter
+		return
+	}
+	for i, p := range pushed {
+		if p {
+			d.interrupt(i)
+		}
 	}
 }
 
-func (d *Device) interrupt() {
+// interrupt raises the interrupt of queue, or the device's one interrupt.
+func (d *Device) interrupt(queue int) {
 	d.stats.Interrupts++
-	if d.cfg.Interrupt != nil {
+	switch {
+	case d.cfg.QueueInterrupt != nil:
+		d.cfg.QueueInterrupt(queue)
+	case d.cfg.Interrupt != nil:
 		d.cfg.Interrupt()
 	}
 }
@@ -236,4 +269,23 @@ func opIndex(op virtio.Op) int {
 		return int(op)
 	}
 	return 0
+}
+
+// newQueues sets the rings up from index 0, as at creation and after a
+// device reset. A zero event-queue layout means the VMM keeps that queue
+// (vhost-user: QEMU's vhost-vsock-common.c), so the device has none.
+func (d *Device) newQueues() error {
+	names := [3]string{"rx", "tx", "event"}
+	for i := range d.q {
+		if i == virtio.QueueEvent && d.cfg.Queues[i] == (virtio.Layout{}) {
+			d.q[i] = nil
+			continue
+		}
+		q, err := newVQ(names[i], d.cfg.Mem, d.cfg.Queues[i], d.cfg.Features)
+		if err != nil {
+			return fmt.Errorf("device: %s queue: %w", names[i], err)
+		}
+		d.q[i] = q
+	}
+	return nil
 }

@@ -40,7 +40,9 @@ func (d *Device) Snapshot() (Snapshot, error) {
 	s := Snapshot{Profile: d.prof.Name, GuestCID: d.cfg.GuestCID, UDSPath: d.cfg.UDSPath, Features: d.cfg.Features}
 	capture := func() {
 		for i, q := range d.q {
-			s.Queues[i] = q.q.State()
+			if q != nil {
+				s.Queues[i] = q.q.State()
+			}
 		}
 		if d.prof.Ports == PortsPersisted {
 			s.LocalPortLast, s.PortsSaved = d.mux.ports.last, true
@@ -69,6 +71,10 @@ func (d *Device) Snapshot() (Snapshot, error) {
 // fails with EmptyQueue and nothing else happens (notes 5.1).
 func (d *Device) postReset() bool {
 	q := d.q[virtio.QueueEvent]
+	if q == nil {
+		d.logf(engine.KindWorld, "no transport reset posted: the event queue is the VMM's")
+		return false
+	}
 	st, err := q.pop()
 	switch st {
 	case popNone, popRing:
@@ -101,7 +107,7 @@ func (d *Device) postReset() bool {
 	if d.prof.RXGate != RXGateNone {
 		d.gate = true
 	}
-	d.interrupt()
+	d.interrupt(virtio.QueueEvent)
 	return true
 }
 
@@ -125,6 +131,9 @@ func Restore(eng *engine.Engine, p Profile, cfg Config, s Snapshot) (*Device, er
 		d.logf(engine.KindWorld, "restoring a %s snapshot with profile %s", s.Profile, p.Name)
 	}
 	for i, q := range d.q {
+		if q == nil {
+			continue
+		}
 		if s.Queues[i].LastAvail-s.Queues[i].UsedIdx > q.l.Size {
 			return nil, fmt.Errorf("device: snapshot %s queue: %d chains in flight exceed the queue size", q.name, s.Queues[i].LastAvail-s.Queues[i].UsedIdx)
 		}
@@ -133,7 +142,7 @@ func Restore(eng *engine.Engine, p Profile, cfg Config, s Snapshot) (*Device, er
 	if p.Ports == PortsPersisted && s.PortsSaved {
 		d.mux.ports.last = s.LocalPortLast // written back after the new muxer is built
 	}
-	if p.RXGate == RXGatePersisted && s.RXGateSaved {
+	if p.RXGate == RXGatePersisted && s.RXGateSaved && d.q[virtio.QueueEvent] != nil {
 		d.gate = s.RXGate
 	}
 	d.logf(engine.KindWorld, "device restored (%s): local_port_last %d", p.Name, d.mux.ports.last)
@@ -153,7 +162,12 @@ func (d *Device) Resume() {
 		return
 	}
 	signal := d.prof.ResumeSignalsEventQueue
-	switch d.prof.RXGate {
+	gate := d.prof.RXGate
+	if d.q[virtio.QueueEvent] == nil {
+		// Nothing could clear the gate, and there is no queue to signal.
+		signal, gate = false, RXGateNone
+	}
+	switch gate {
 	case RXGateArmedOnKick:
 		d.gate = true // v1.16.x: even when no reset was published
 		d.logf(engine.KindWorld, "rx gate armed by resume kick")
@@ -162,7 +176,7 @@ func (d *Device) Resume() {
 	}
 	if signal {
 		d.logf(engine.KindWorld, "resume kick: signaling event queue")
-		d.interrupt()
+		d.interrupt(virtio.QueueEvent)
 	}
 	if d.prof.ResumeReplaysTX {
 		d.logf(engine.KindWorld, "resume kick: notifying tx queue")
@@ -212,16 +226,28 @@ func (d *Device) Reset() error {
 	clear(m.ports.used)
 	m.ports.last = 1<<30 - 1
 	d.gate = false
-	names := [3]string{"rx", "tx", "event"}
-	for i := range d.q {
-		q, err := newVQ(names[i], d.cfg.Mem, d.cfg.Queues[i], d.cfg.Features)
-		if err != nil {
-			return fmt.Errorf("device: reset %s queue: %w", names[i], err)
-		}
-		d.q[i] = q
+	if err := d.newQueues(); err != nil {
+		return fmt.Errorf("device: reset: %w", err)
 	}
 	d.kickRX, d.kickTX, d.kickEV = false, false, false
 	d.stats.Resets++
 	d.logf(engine.KindWorld, "device reset: %d connections dropped, local_port_last = %d", dropped, m.ports.last)
+	return nil
+}
+
+// SetQueueState places the device in a ring the guest already used: the
+// next available index to pop and the used index last written, as a
+// transport that starts a device on existing rings (vhost-user's
+// SET_VRING_BASE) must. It fails when more chains would be in flight than
+// the ring holds.
+func (d *Device) SetQueueState(queue int, s virtio.QueueState) error {
+	if queue < 0 || queue >= len(d.q) || d.q[queue] == nil {
+		return fmt.Errorf("device: no queue %d", queue)
+	}
+	q := d.q[queue]
+	if s.LastAvail-s.UsedIdx > q.l.Size {
+		return fmt.Errorf("device: %s queue: %d chains in flight exceed the queue size", q.name, s.LastAvail-s.UsedIdx)
+	}
+	q.q.SetState(s)
 	return nil
 }

@@ -58,7 +58,7 @@ func (d *Device) processTX() {
 			d.pushUsed(q, v.head, 0)
 			continue
 		}
-		d.acceptTX(&d.tx)
+		d.acceptTX(&d.tx, v)
 		if d.halted { // the worker died holding the chain
 			d.leak(q, v.head, "worker halted")
 			return
@@ -89,7 +89,7 @@ func (d *Device) injectedDrop(h *virtio.Header) bool {
 	return true
 }
 
-func (d *Device) acceptTX(p *txPacket) {
+func (d *Device) acceptTX(p *txPacket, v *chainView) {
 	h := &p.hdr
 	d.stats.TXPackets++
 	d.stats.TXByOp[opIndex(h.Op)]++
@@ -97,7 +97,11 @@ func (d *Device) acceptTX(p *txPacket) {
 		d.stats.TXBytes += uint64(h.Len)
 	}
 	if d.eng.Log.Enabled(engine.KindPacket) {
-		d.eng.Log.Add(d.eng.Now(), engine.KindPacket, comp, "tx "+h.String())
+		line := "tx " + h.String()
+		if d.cfg.LogTXShapes {
+			line += " chain " + v.shape()
+		}
+		d.eng.Log.Add(d.eng.Now(), engine.KindPacket, comp, line)
 	}
 	if d.cfg.OnPacket != nil {
 		d.cfg.OnPacket(GuestToHost, h, d.payloadView(p.payload, uint64(h.Len)))

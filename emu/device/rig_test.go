@@ -60,7 +60,11 @@ type rig struct {
 	txInFlight int
 	txUsed     []uint32 // used lengths of reaped TX chains, in order
 
-	irqs int
+	irqs      int
+	queueIRQs []int // with withQueueInterrupts: the queues signalled, in order
+
+	noEventQueue bool
+	configure    func(*Config)
 }
 
 type rigOpt func(*rig)
@@ -81,6 +85,19 @@ func withRXBuffers(b ...virtio.Buffer) rigOpt { return func(r *rig) { r.rxShape 
 func withSeed(seed uint64) rigOpt { return func(r *rig) { r.eng = engine.New(seed) } }
 
 func withEvents(n int) rigOpt { return func(r *rig) { r.events = n } }
+
+// withVhostUserTransport builds the device as the vhost-user back-end
+// does: no event queue (the VMM keeps it), an interrupt per queue, and
+// chain shapes on every TX line.
+func withVhostUserTransport() rigOpt {
+	return func(r *rig) {
+		r.noEventQueue, r.events = true, 0
+		r.configure = func(c *Config) {
+			c.QueueInterrupt = func(q int) { r.queueIRQs = append(r.queueIRQs, q) }
+			c.LogTXShapes = true
+		}
+	}
+}
 
 func withMaxConnections(n int) rigOpt { return func(r *rig) { r.prof.MaxConnections = n } }
 
@@ -124,6 +141,12 @@ func newRig(t testing.TB, profile string, rxCount int, opts ...rigOpt) *rig {
 		d, err := virtio.NewDriver(r.mem, l, 0)
 		require.NoError(t, err)
 		r.drv[i] = d
+	}
+	if r.noEventQueue {
+		r.cfg.Queues[virtio.QueueEvent] = virtio.Layout{}
+	}
+	if r.configure != nil {
+		r.configure(&r.cfg)
 	}
 	dev, err := New(r.eng, r.prof, r.cfg)
 	require.NoError(t, err)

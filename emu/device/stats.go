@@ -115,6 +115,9 @@ func (d *Device) violation(v Violation) {
 // device is idle.
 func (d *Device) checkChains() {
 	for _, q := range d.q {
+		if q == nil {
+			continue
+		}
 		if n := q.outstanding(); n != 0 {
 			d.violation(Violation{Kind: ChainsOutstanding, Queue: q.name, Chains: n})
 			q.leaked += n // report once

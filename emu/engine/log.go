@@ -28,6 +28,43 @@ const (
 	KindAll Kind = 0xffff
 )
 
+// kindNames are the kinds' names in trace files and on command lines.
+var kindNames = []struct {
+	name string
+	k    Kind
+}{
+	{"packet", KindPacket}, {"conn", KindConn}, {"credit", KindCredit}, {"host", KindHost},
+	{"program", KindProgram}, {"fault", KindFault}, {"invariant", KindInvariant}, {"world", KindWorld},
+}
+
+// ParseKinds reads a comma-separated list of kind names ("packet,fault"),
+// or "all".
+func ParseKinds(list string) (Kind, error) {
+	var k Kind
+	for _, f := range strings.Split(list, ",") {
+		f = strings.TrimSpace(f)
+		if f == "all" {
+			k |= KindAll
+			continue
+		}
+		found := false
+		for _, n := range kindNames {
+			if n.name == f {
+				k |= n.k
+				found = true
+			}
+		}
+		if !found {
+			names := make([]string, len(kindNames))
+			for i, n := range kindNames {
+				names[i] = n.name
+			}
+			return 0, fmt.Errorf("unknown log kind %q (known: %s, all)", f, strings.Join(names, ", "))
+		}
+	}
+	return k, nil
+}
+
 // Record is one line of the event log.
 type Record struct {
 	At   time.Duration
@@ -79,6 +116,17 @@ func (l *Log) Keep(k Kind) { l.keep = k }
 // Enabled reports whether records of kind k are kept, so callers can skip
 // formatting a line nobody will read.
 func (l *Log) Enabled(k Kind) bool { return l.keep&k != 0 }
+
+// SetRetain(false), Retain of no kind, stops the log from keeping records (Records and String
+// then hold only what came before), while it still hashes them and passes
+// them to the OnRecord hook: for worlds that run for as long as a real VM.
+func (l *Log) SetRetain(on bool) {
+	if on {
+		l.retain = KindAll
+	} else {
+		l.retain = 0
+	}
+}
 
 // OnRecord installs a function called with every kept record, for live
 // output.

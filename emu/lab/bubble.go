@@ -6,6 +6,7 @@ import (
 	"os"
 	"regexp"
 	"runtime"
+	"runtime/debug"
 	"runtime/metrics"
 	"strings"
 	"sync"
@@ -13,6 +14,8 @@ import (
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"github.com/vsocklab/vsocklab/emu/engine"
 )
 
 // This file is the lab's whole edge with testing/synctest. Bubbles give
@@ -20,7 +23,7 @@ import (
 // each trick below meets one of them:
 //
 //   - Bubbles exist only under the testing framework (synctest.Test needs
-//     a *testing.T). Run takes the test's T; Main lets a program such as
+//     a *testing.T). Test and Run take the test's T; Main lets a program such as
 //     vsocklab replay run its work as the only test of its process.
 //     Library code that only needs bubbles takes a Runner.
 //   - One bubble at a time (bubbles, a process-wide mutex):
@@ -91,14 +94,31 @@ func drainPools() {
 }
 
 // Run executes scenario in a synctest bubble with a fresh world built from
-// cfg. When scenario returns, the lab cancels its context, fails every
-// waiting operation, waits for programs started with Go, and returns the
-// log. Programs must honour Lab.Context.
+// cfg, as Test does, for scenarios that take only the lab (the Runner's
+// shape); such a scenario reaches the bubble's *testing.T through Lab.T.
+// A scenario that calls t.Fatal or require on the test's own t instead
+// still ends cleanly: the lab stops, prints the tail of its event log and
+// fails the test.
 func Run(t testing.TB, cfg Config, scenario func(l *Lab)) *Result {
 	tt, ok := t.(*testing.T)
 	if !ok {
 		t.Fatalf("lab.Run needs a *testing.T (synctest bubbles exist only under go test), got %T", t)
 	}
+	return Test(tt, cfg, func(_ *testing.T, l *Lab) { scenario(l) })
+}
+
+// Test executes scenario in a synctest bubble with a fresh world built
+// from cfg, and hands it the bubble's own *testing.T, as synctest.Test
+// does: on that t, t.Fatal, t.FailNow and testify's require end the
+// scenario and fail the test. When scenario returns (or ends that way, or
+// panics), the lab cancels its context, fails every waiting operation,
+// waits for programs started with Go, and returns the result. Programs
+// must honour Lab.Context.
+//
+// When the scenario failed, the lab first logs the last Config.FailLogLines
+// lines of its event log on t; the test then stops (t.FailNow), so Test
+// returns only the results of passing scenarios.
+func Test(t *testing.T, cfg Config, scenario func(t *testing.T, l *Lab)) *Result {
 	bubbles.Lock()
 	defer bubbles.Unlock()
 	// One P for the bubble: the driver's quiescence check (waitQuiet) is
@@ -111,24 +131,97 @@ func Run(t testing.TB, cfg Config, scenario func(l *Lab)) *Result {
 	var watched atomic.Pointer[driver]
 	stopWatch := watchStalls(&watched)
 	defer stopWatch()
-	synctest.Test(tt, func(t *testing.T) {
+	synctest.Test(t, func(bt *testing.T) {
 		l, err := newLab(cfg, true)
 		if err != nil {
-			t.Fatal(err)
+			bt.Fatal(err)
 		}
+		l.t = bt
+		l.d.onDeadlock = func(desc string) { bt.Errorf("lab stopped: %s", desc) }
 		watched.Store(l.d)
 		go l.d.loop()
-		// Finish even when the scenario fails a require (runtime.Goexit),
-		// so the bubble can end.
-		defer func() {
-			res = l.finish()
-			if len(res.Leaked) > 0 {
-				t.Errorf("goroutines still alive after the lab stopped:\n%s", strings.Join(res.Leaked, "\n"))
-			}
-		}()
-		scenario(l)
+		end := runScenario(func() { scenario(bt, l) })
+		res = l.finish()
+		if len(res.Leaked) > 0 {
+			bt.Errorf("goroutines still alive after the lab stopped:\n%s", strings.Join(res.Leaked, "\n"))
+		}
+		end.report(bt, t)
+		if bt.Failed() || t.Failed() {
+			bt.Logf("the event log's last lines (virtual time %s):\n%s", engine.FormatTime(res.End), logTail(res.Log, cfg.FailLogLines))
+		}
+		if end.goexit && !bt.Failed() && t.Skipped() {
+			bt.SkipNow()
+		}
 	})
 	return res
+}
+
+// scenarioEnd is how a scenario's goroutine ended.
+type scenarioEnd struct {
+	goexit   bool // runtime.Goexit: FailNow or SkipNow, on some T
+	panicked any
+	stack    []byte
+}
+
+// runScenario runs f in a goroutine of the bubble and returns how it
+// ended. Its own goroutine, rather than the bubble's root, is what lets a
+// FailNow on the test's outer t (which ends the goroutine that calls it)
+// leave the root free to stop the lab and report: on the root, the testing
+// package takes that Goexit for a subtest calling FailNow on its parent
+// and aborts the test without a word of the log.
+func runScenario(f func()) scenarioEnd {
+	ended := make(chan scenarioEnd, 1)
+	go func() {
+		returned := false
+		defer func() {
+			if returned {
+				ended <- scenarioEnd{}
+				return
+			}
+			if r := recover(); r != nil {
+				ended <- scenarioEnd{panicked: r, stack: debug.Stack()}
+				return
+			}
+			ended <- scenarioEnd{goexit: true}
+		}()
+		f()
+		returned = true
+	}()
+	return <-ended
+}
+
+// report fails bt for a scenario that panicked, or that stopped its
+// goroutine without failing or skipping bt: a FailNow on the outer test's
+// t, whose own message the testing package prints with that test.
+func (e scenarioEnd) report(bt, outer *testing.T) {
+	switch {
+	case e.panicked != nil:
+		bt.Errorf("the scenario panicked: %v\n%s", e.panicked, e.stack)
+	case e.goexit && !bt.Failed() && !bt.Skipped() && !outer.Skipped():
+		bt.Errorf("the scenario stopped (runtime.Goexit) without failing the scenario's t: " +
+			"a t.Fatal or require on the test's own t? Use the *testing.T that lab.Test passes to the scenario, or Lab.T")
+	}
+}
+
+// defaultFailLogLines is how many lines of the event log a failing
+// scenario prints when Config.FailLogLines is 0.
+const defaultFailLogLines = 40
+
+// logTail returns the last n lines of log (n 0: defaultFailLogLines; n
+// negative: all), with a line saying how many came before.
+func logTail(log string, n int) string {
+	log = strings.TrimSuffix(log, "\n")
+	if log == "" {
+		return "(empty)"
+	}
+	lines := strings.Split(log, "\n")
+	if n == 0 {
+		n = defaultFailLogLines
+	}
+	if n < 0 || n >= len(lines) {
+		return log
+	}
+	return fmt.Sprintf("(%d earlier lines)\n%s", len(lines)-n, strings.Join(lines[len(lines)-n:], "\n"))
 }
 
 // schedSamples are the scheduler's own counts of goroutines running and

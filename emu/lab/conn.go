@@ -13,10 +13,10 @@ import (
 	"github.com/vsocklab/vsocklab/emu/engine"
 )
 
-// Addr is a vsock address as programs see it.
+// Addr is a vsock address as programs see it, struct sockaddr_vm: a
+// 32-bit context ID and port, as github.com/mdlayher/vsock's Addr.
 type Addr struct {
-	CID  uint64
-	Port uint32
+	ContextID, Port uint32
 }
 
 // Network returns "vsock".
@@ -26,7 +26,7 @@ func (a *Addr) Network() string { return "vsock" }
 // "host(2):1024", "vm(3):10000".
 func (a *Addr) String() string {
 	var name string
-	switch a.CID {
+	switch a.ContextID {
 	case 0:
 		name = "hypervisor(0)"
 	case 1:
@@ -34,7 +34,7 @@ func (a *Addr) String() string {
 	case 2:
 		name = "host(2)"
 	default:
-		name = fmt.Sprintf("vm(%d)", a.CID)
+		name = fmt.Sprintf("vm(%d)", a.ContextID)
 	}
 	return fmt.Sprintf("%s:%d", name, a.Port)
 }
@@ -47,6 +47,8 @@ type backend interface {
 	readEnds() bool   // a read would return at once without data, touching nothing
 	writeFails() bool // a write would fail at once, touching nothing
 	closeWrite() error
+	closeRead() error // nil, or the reason it cannot be done, without touching the world
+	shutRead() error
 	close()
 	object() any // what the world's readiness hooks name
 	guestSide() bool
@@ -203,6 +205,30 @@ func (c *Conn) CloseWrite() error {
 	return nil
 }
 
+// CloseRead shuts down the reading side, shutdown(SHUT_RD): on a guest
+// connection the kernel sends SHUTDOWN(RCV) and reads return io.EOF at once
+// (Linux af_vsock.c vsock_shutdown, v6.12). A host Unix socket's SHUT_RD is
+// not modelled (emu/uds): there it fails with errors.ErrUnsupported. Like
+// CloseWrite it does not wait for the driver.
+func (c *Conn) CloseRead() error {
+	if c.isClosed() {
+		return opError("close", c.network, c.local, c.remote, net.ErrClosed)
+	}
+	if err := c.b.closeRead(); err != nil {
+		return opError("close", c.network, c.local, c.remote, err)
+	}
+	r := c.request(opShutdown, "CloseRead")
+	r.attempt = func(bool) bool {
+		if err := c.b.shutRead(); err != nil {
+			c.d.w.Eng.Logf(engine.KindProgram, "lab", "CloseRead on %s: %v", c.name, err)
+		}
+		return true
+	}
+	r.fail = func(error) {}
+	c.d.post(r)
+	return nil
+}
+
 // Close implements net.Conn; it unblocks pending reads and writes, which
 // return net.ErrClosed.
 func (c *Conn) Close() error {
@@ -279,9 +305,30 @@ type Listener struct {
 
 	mu     sync.Mutex
 	closed bool
+	dl     time.Time // Accept's deadline
 }
 
 var _ net.Listener = (*Listener)(nil)
+
+// SetDeadline sets the deadline of Accept, in the lab's virtual time (zero:
+// none), as github.com/mdlayher/vsock's Listener.SetDeadline: a pending or
+// later Accept past it fails with os.ErrDeadlineExceeded.
+func (l *Listener) SetDeadline(t time.Time) error {
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return opError("set", l.addr.Network(), nil, l.addr, net.ErrClosed)
+	}
+	l.dl = t
+	l.mu.Unlock()
+	l.d.post(&request{
+		key:     reqKey{obj: l.id, op: opDeadline},
+		desc:    "SetDeadline on " + l.name,
+		attempt: func(bool) bool { return true },
+		fail:    func(error) {},
+	})
+	return nil
+}
 
 // Accept implements net.Listener.
 func (l *Listener) Accept() (net.Conn, error) {
@@ -308,7 +355,13 @@ func (l *Listener) Accept() (net.Conn, error) {
 			c, err = l.accept()
 			return !errors.Is(err, syscall.EAGAIN)
 		},
-		fail: func(e error) { err = e },
+		deadline: func() time.Time {
+			l.mu.Lock()
+			defer l.mu.Unlock()
+			return l.dl
+		},
+		expire: func() { err = os.ErrDeadlineExceeded },
+		fail:   func(e error) { err = e },
 	})
 	if err != nil {
 		return nil, opError("accept", l.addr.Network(), nil, l.addr, err)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -129,6 +130,9 @@ type driver struct {
 	pipes    []*PipeStats
 
 	finalBlocked []Blocked // what was still waiting when the driver stopped
+	// onDeadlock is told, on the driver goroutine, when the lab stops
+	// because the bubble stood still for idleLimit (see loop).
+	onDeadlock func(desc string)
 
 	// Read by the stall watchdog from outside the bubble.
 	rounds atomic.Uint64 // driver loop iterations
@@ -144,7 +148,9 @@ func newDriver(w *emu.World, bubble bool) *driver {
 		settling: map[any]bool{},
 		exited:   make(chan struct{}),
 	}
-	w.Guest.Wake = d.markDirty
+	if w.Guest != nil {
+		w.Guest.Wake = d.markDirty
+	}
 	if !bubble {
 		// A real-time world serves real clients for as long as they like:
 		// its log must not grow with their traffic.
@@ -272,6 +278,7 @@ func (d *driver) complete(r *request) {
 func (d *driver) loop() {
 	defer close(d.exited)
 	var timer *time.Timer
+	idleFired := false
 	for {
 		d.rounds.Add(1)
 		if d.bubble {
@@ -286,8 +293,12 @@ func (d *driver) loop() {
 			// instant has settled, and the quiet requests see all of it.
 			batch, d.quiet = d.quiet, nil
 		}
-
 		d.w.Eng.RunUntil(d.now())
+		if idleFired && len(posted) == 0 && len(batch) == 0 && !stopped {
+			d.deadlocked()
+			stopped = true
+		}
+		idleFired = false
 		// Posted operations first: a goroutine that posts (say a Close) and
 		// then blocks on a request expects them in that order.
 		byKey := func(a, b *request) int { return a.key.cmp(b.key) }
@@ -325,6 +336,15 @@ func (d *driver) loop() {
 			continue
 		}
 		wait, ok := d.nextWake()
+		idle := false
+		if !ok && d.bubble {
+			// Nothing of the world or the programs' deadlines is due. In a
+			// bubble, time moves only when every goroutine is blocked, so
+			// if this timer fires, every program has waited idleLimit with
+			// nothing due earlier: a deadlock, which synctest would end
+			// with a panic and no word of the log.
+			wait, ok, idle = idleLimit, true, true
+		}
 		d.mu.Unlock()
 		if timer == nil {
 			timer = time.NewTimer(time.Hour)
@@ -338,7 +358,31 @@ func (d *driver) loop() {
 		select {
 		case <-d.poke:
 		case <-tc:
+			idleFired = idle
 		}
+	}
+}
+
+// idleLimit is how long, in virtual time, a bubble may stand still with
+// nothing due before the lab calls it a deadlock. A program that sleeps
+// longer than this without touching the lab would be taken for one.
+const idleLimit = 1000 * time.Hour
+
+// deadlocked records that every program is stuck and says which operations
+// wait; the caller stops the lab, which fails them.
+func (d *driver) deadlocked() {
+	var waits []string
+	for _, b := range d.blocked() {
+		waits = append(waits, b.String())
+	}
+	desc := fmt.Sprintf("nothing happened for %s of virtual time and nothing is due: the programs are deadlocked; waiting: %s",
+		idleLimit, strings.Join(waits, "; "))
+	if len(waits) == 0 {
+		desc = fmt.Sprintf("nothing happened for %s of virtual time and nothing is due: the programs are deadlocked, none of them in a lab operation", idleLimit)
+	}
+	d.w.Eng.Logf(engine.KindProgram, "lab", "%s", desc)
+	if d.onDeadlock != nil {
+		d.onDeadlock(desc)
 	}
 }
 

@@ -37,6 +37,8 @@ func (g *guestSock) write(p []byte, cont bool) (int, error) { return g.k.Send(g.
 func (g *guestSock) readEnds() bool                         { return g.k.RecvEnds(g.s) }
 func (g *guestSock) writeFails() bool                       { return g.k.SendEnds(g.s) }
 func (g *guestSock) closeWrite() error                      { return g.k.Shutdown(g.s, guest.ShutSend) }
+func (g *guestSock) closeRead() error                       { return nil }
+func (g *guestSock) shutRead() error                        { return g.k.Shutdown(g.s, guest.ShutRcv) }
 func (g *guestSock) close()                                 { g.k.Close(g.s) }
 func (g *guestSock) object() any                            { return g.s }
 func (g *guestSock) guestSide() bool                        { return true }
@@ -46,7 +48,7 @@ func (g *Guest) kernel() *guest.Kernel { return g.d.w.Guest }
 func (g *Guest) conn(s *guest.Socket) *Conn {
 	k := g.kernel()
 	return g.d.newConn(&guestSock{k: k, s: s}, "vsock",
-		&Addr{CID: k.CID(), Port: s.Local().Port}, &Addr{CID: s.Remote().CID, Port: s.Remote().Port})
+		&Addr{ContextID: uint32(k.CID()), Port: s.Local().Port}, &Addr{ContextID: uint32(s.Remote().CID), Port: s.Remote().Port})
 }
 
 // CID returns the guest's context ID.
@@ -58,42 +60,56 @@ func (g *Guest) Listen(port uint32) (net.Listener, error) { return g.ListenBackl
 
 // ListenBacklog is Listen with an explicit accept backlog.
 func (g *Guest) ListenBacklog(port uint32, backlog int) (net.Listener, error) {
+	l, err := g.listen(virtio.CIDAny, port, backlog)
+	if err != nil {
+		return nil, err
+	}
+	return l, nil
+}
+
+// listen is socket, bind and listen in one request.
+func (g *Guest) listen(cid uint64, port uint32, backlog int) (*Listener, error) {
 	var l *Listener
 	var err error
 	g.d.do(&request{
-		key:   reqKey{op: opListen, detail: fmt.Sprintf("guest %d", port)},
+		key:   reqKey{op: opListen, detail: fmt.Sprintf("guest %d:%d", cid, port)},
 		guest: true,
 		desc:  fmt.Sprintf("Listen on guest port %d", port),
 		attempt: func(bool) bool {
 			k := g.kernel()
 			s := k.Socket()
-			if err = k.Bind(s, virtio.CIDAny, port, true); err == nil {
+			if err = k.Bind(s, cid, port, true); err == nil {
 				err = k.Listen(s, backlog)
 			}
 			if err != nil {
 				k.Close(s)
 				return true
 			}
-			addr := &Addr{CID: k.CID(), Port: port}
-			l = &Listener{d: g.d, id: g.d.newID(), addr: addr, guest: true, obj: s,
-				name: "vsock listener " + addr.String(),
-				accept: func() (*Conn, error) {
-					c, err := g.kernel().Accept(s)
-					if err != nil {
-						return nil, err
-					}
-					return g.conn(c), nil
-				},
-				shut: func() { g.kernel().Close(s) },
-			}
+			l = g.listener(s)
 			return true
 		},
 		fail: func(e error) { err = e },
 	})
 	if err != nil {
-		return nil, opError("listen", "vsock", nil, &Addr{CID: virtio.CIDAny, Port: port}, err)
+		return nil, opError("listen", "vsock", nil, &Addr{ContextID: uint32(cid), Port: port}, err)
 	}
 	return l, nil
+}
+
+// listener wraps a listening guest socket; called by the driver.
+func (g *Guest) listener(s *guest.Socket) *Listener {
+	addr := &Addr{ContextID: uint32(g.kernel().CID()), Port: s.Local().Port}
+	return &Listener{d: g.d, id: g.d.newID(), addr: addr, guest: true, obj: s,
+		name: "vsock listener " + addr.String(),
+		accept: func() (*Conn, error) {
+			c, err := g.kernel().Accept(s)
+			if err != nil {
+				return nil, err
+			}
+			return g.conn(c), nil
+		},
+		shut: func() { g.kernel().Close(s) },
+	}
 }
 
 // Dial connects to (cid, port), normally the host (CID 2).
@@ -104,23 +120,42 @@ func (g *Guest) Dial(cid uint64, port uint32) (net.Conn, error) {
 // DialContext connects to (cid, port). The kernel's 2 s connect timeout
 // applies (ETIMEDOUT); ctx can cut it shorter.
 func (g *Guest) DialContext(ctx context.Context, cid uint64, port uint32) (net.Conn, error) {
+	c, err := g.dial(ctx, nil, cid, port)
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// dial connects bound (a Socket's), or a new socket on an ephemeral port
+// when bound is nil. A new socket is closed when the connect fails; a bound
+// one stays its owner's, as after a failed connect(2).
+func (g *Guest) dial(ctx context.Context, bound *Socket, cid uint64, port uint32) (*Conn, error) {
 	var c *Conn
 	var err error
 	var s *guest.Socket
-	dst := &Addr{CID: cid, Port: port}
-	r := &request{
-		key:   reqKey{op: opDial, detail: "guest " + dst.String()},
-		guest: true,
-		desc:  "Dial " + dst.String(),
+	dst := &Addr{ContextID: uint32(cid), Port: port}
+	key := reqKey{op: opDial, detail: "guest " + dst.String()}
+	if bound != nil {
+		key.obj = bound.id
+		s = bound.s
+	}
+	r := &request{key: key, guest: true, desc: "Dial " + dst.String()}
+	giveUp := func(e error) {
+		err = e
+		if s != nil && bound == nil {
+			g.kernel().Close(s)
+		}
 	}
 	r.attempt = func(cont bool) bool {
 		k := g.kernel()
 		if !cont {
-			s = k.Socket()
+			if bound == nil {
+				s = k.Socket()
+			}
 			r.obj = s
 			if e := k.Connect(s, cid, port); !errors.Is(e, syscall.EINPROGRESS) {
-				err = e
-				k.Close(s)
+				giveUp(e)
 				return true
 			}
 		}
@@ -129,8 +164,7 @@ func (g *Guest) DialContext(ctx context.Context, cid uint64, port uint32) (net.C
 			return false
 		}
 		if e != nil {
-			err = e
-			k.Close(s)
+			giveUp(e)
 			return true
 		}
 		c = g.conn(s)
@@ -138,12 +172,6 @@ func (g *Guest) DialContext(ctx context.Context, cid uint64, port uint32) (net.C
 	}
 	if dl, ok := ctx.Deadline(); ok {
 		r.deadline = func() time.Time { return dl }
-	}
-	giveUp := func(e error) {
-		err = e
-		if s != nil {
-			g.kernel().Close(s)
-		}
 	}
 	r.expire = func() { giveUp(os.ErrDeadlineExceeded) }
 	r.fail = giveUp

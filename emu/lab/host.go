@@ -1,6 +1,8 @@
 package lab
 
 import (
+	"errors"
+	"fmt"
 	"net"
 
 	"github.com/vsocklab/vsocklab/emu/uds"
@@ -18,9 +20,13 @@ func (h *hostSock) write(p []byte, _ bool) (int, error) { return h.c.Write(p) }
 func (h *hostSock) readEnds() bool                      { return h.c.ReadEnds() }
 func (h *hostSock) writeFails() bool                    { return h.c.WriteFails() }
 func (h *hostSock) closeWrite() error                   { return h.c.CloseWrite() }
-func (h *hostSock) close()                              { h.c.Close() }
-func (h *hostSock) object() any                         { return h.c }
-func (h *hostSock) guestSide() bool                     { return false }
+func (h *hostSock) shutRead() error                     { return nil }
+func (h *hostSock) closeRead() error {
+	return fmt.Errorf("shutdown(SHUT_RD) of a host Unix socket is not modelled: %w", errors.ErrUnsupported)
+}
+func (h *hostSock) close()          { h.c.Close() }
+func (h *hostSock) object() any     { return h.c }
+func (h *hostSock) guestSide() bool { return false }
 
 // UDSPath is the device's Unix socket path.
 func (h *Host) UDSPath() string { return h.d.w.Config().UDSPath }

@@ -2,19 +2,22 @@
 //
 // Guest programs get AF_VSOCK-style net.Listener and net.Conn (Guest), host
 // programs get Unix sockets in the host namespace where the device speaks
-// Firecracker's hybrid vsock protocol (Host). Blocking happens only on
+// Firecracker's hybrid vsock protocol (Host, DialVsock); both sides also
+// have github.com/mdlayher/vsock's API (Vsock). Blocking happens only on
 // channels, so inside a testing/synctest bubble everything — deadlines,
 // timeouts, yamux keepalives, backoff sleeps — runs on virtual time.
 //
-// Run executes a scenario in a bubble: a driver goroutine owns the world,
-// applies the programs' requests in a deterministic order whenever the
-// bubble is idle, and wakes one blocked program at a time, so that the
-// event log does not depend on goroutine scheduling. Start runs the same
-// driver against the wall clock, for serving real clients.
+// Test executes a scenario in a bubble and hands it the bubble's
+// *testing.T (Run does the same for scenarios that take only the lab): a
+// driver goroutine owns the world, applies the programs' requests in a
+// deterministic order whenever the bubble is idle, and wakes one blocked
+// program at a time, so that the event log does not depend on goroutine
+// scheduling. Start runs the same driver against the wall clock, for
+// serving real clients.
 //
 // Repeated bubbles in one process are safe with hashicorp/yamux, whose
 // package-level timer pool would otherwise hand one bubble's timers to the
-// next: Run serialises bubbles and empties sync.Pools around each. These
+// next: Test serialises bubbles and empties sync.Pools around each. These
 // process-wide measures, and the reason for each, live in bubble.go.
 package lab
 
@@ -22,6 +25,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"testing"
 	"testing/synctest"
 	"time"
 
@@ -29,7 +33,15 @@ import (
 	"github.com/vsocklab/vsocklab/emu/engine"
 )
 
-// Config describes a lab run.
+// DefaultSeed is the seed of a lab whose Config leaves Seed at 0: the seed
+// a trace's world directive has unless it names one, so that a lab with a
+// zero Config boots the same world, byte for byte, as a trace's bare
+// "world" (firecracker-1.14, linux-6.12.68, guest CID 3, seed 1).
+const DefaultSeed = 1
+
+// Config describes a lab run. Its zero value is the default world of the
+// traces: emu.Config's defaults for the profiles and the rest, and Seed 0
+// standing for DefaultSeed. Seed 0 itself cannot be run in a lab.
 type Config struct {
 	emu.Config
 	// MaxTime stops the lab at this virtual time even if the scenario has
@@ -43,6 +55,9 @@ type Config struct {
 	// clients for as long as they like and must not grow with their
 	// traffic. Negative: every record, in both.
 	LogLimit int
+	// FailLogLines is how many of the event log's last lines Test and Run
+	// print when the scenario fails (0: 40; negative: the whole log).
+	FailLogLines int
 }
 
 // LiveLogLimit is the event log bound of a lab whose driver runs against
@@ -57,12 +72,21 @@ type Lab struct {
 	Host  *Host
 
 	d      *driver
+	t      *testing.T // the bubble's; nil for a lab made by Start
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 }
 
 func newLab(cfg Config, bubble bool) (*Lab, error) {
+	if cfg.Seed == 0 {
+		cfg.Seed = DefaultSeed
+	}
+	// Programs see 32-bit context IDs (struct sockaddr_vm, Addr); 2 is the
+	// host's and 0xffffffff VMADDR_CID_ANY.
+	if cid := cfg.WithDefaults().GuestCID; cid < 3 || cid > 0xfffffffe {
+		return nil, fmt.Errorf("guest CID %d: want one in [3, 4294967294]", cid)
+	}
 	w, err := emu.New(cfg.Config)
 	if err != nil {
 		return nil, err
@@ -70,19 +94,32 @@ func newLab(cfg Config, bubble bool) (*Lab, error) {
 	if cfg.Keep != 0 {
 		w.Eng.Log.Keep(cfg.Keep)
 	}
-	d := newDriver(w, bubble) // a real-time driver bounds the log to LiveLogLimit
+	l := labOf(w, cfg.MaxTime, bubble) // a real-time driver bounds the log to LiveLogLimit
 	switch limit := cfg.LogLimit; {
 	case limit > 0:
 		w.Eng.Log.Limit(limit)
 	case limit < 0:
 		w.Eng.Log.Limit(0)
 	}
-	d.maxAt = cfg.MaxTime
-	ctx, cancel := context.WithCancel(context.Background())
-	l := &Lab{Guest: &Guest{d: d}, Host: &Host{d: d}, d: d, ctx: ctx, cancel: cancel}
-	d.onStop = append(d.onStop, cancel)
 	return l, nil
 }
+
+func labOf(w *emu.World, maxTime time.Duration, bubble bool) *Lab {
+	d := newDriver(w, bubble)
+	d.maxAt = maxTime
+	ctx, cancel := context.WithCancel(context.Background())
+	l := &Lab{Host: &Host{d: d}, d: d, ctx: ctx, cancel: cancel}
+	if w.Guest != nil {
+		l.Guest = &Guest{d: d}
+	}
+	d.onStop = append(d.onStop, cancel)
+	return l
+}
+
+// T is the *testing.T of the bubble the lab runs in, the one Test hands
+// its scenario: t.Fatal and require on it end the scenario and fail the
+// test. It is nil for a lab made by Start.
+func (l *Lab) T() *testing.T { return l.t }
 
 // Context is cancelled when the lab stops; programs must return then.
 func (l *Lab) Context() context.Context { return l.ctx }
@@ -224,5 +261,15 @@ func Start(cfg Config) (*Lab, error) {
 	return l, nil
 }
 
-// Stop ends a lab made by Start and returns its result.
+// StartWorld is Start over a world the caller built, such as the
+// device-and-host-only world of emu.NewExternal that the vhost-user backend
+// drives from a real guest's rings. Guest is nil when the world has no guest
+// model.
+func StartWorld(w *emu.World) *Lab {
+	l := labOf(w, 0, false)
+	go l.d.loop()
+	return l
+}
+
+// Stop ends a lab made by Start or StartWorld and returns its result.
 func (l *Lab) Stop() *Result { return l.finish() }

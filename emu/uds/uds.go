@@ -38,6 +38,7 @@ const (
 type Namespace struct {
 	listeners map[string]*Listener
 	bufSize   int
+	outside   func(path string) (*Conn, error)
 }
 
 // NewNamespace returns an empty namespace whose sockets have the default
@@ -49,6 +50,15 @@ func NewNamespace() *Namespace {
 // SetBufferSize changes sk_sndbuf of the sockets of connections made from
 // now on; like sock_setsockopt it never goes below SOCK_MIN_SNDBUF.
 func (ns *Namespace) SetBufferSize(n int) { ns.bufSize = max(n, MinBuffer) }
+
+// BufferSize returns the per-direction buffer of new connections.
+func (ns *Namespace) BufferSize() int { return ns.bufSize }
+
+// SetOutside makes Connect hand paths no listener of the namespace is bound
+// at to f, which returns the connecting side's end or an error such as
+// ECONNREFUSED. It is for a runtime adapter that reaches real sockets beyond
+// the model; f must not block.
+func (ns *Namespace) SetOutside(f func(path string) (*Conn, error)) { ns.outside = f }
 
 // Listener is a listening Unix stream socket.
 type Listener struct {
@@ -118,6 +128,9 @@ func (l *Listener) Close() {
 func (ns *Namespace) Connect(path string) (*Conn, error) {
 	l, ok := ns.listeners[path]
 	if !ok {
+		if ns.outside != nil {
+			return ns.outside(path)
+		}
 		return nil, syscall.ECONNREFUSED
 	}
 	if len(l.queue) > l.backlog {

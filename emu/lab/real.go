@@ -1,0 +1,92 @@
+package lab
+
+import (
+	"errors"
+	"io"
+	"net"
+	"sync"
+	"syscall"
+
+	"github.com/vsocklab/vsocklab/emu/uds"
+)
+
+// Expose accepts real clients on ln until ln is closed and joins each to a
+// new connection on the device's socket (UDSPath), byte for byte: the
+// device's hybrid vsock host side on a real Unix socket, for socat and the
+// real hostd. While no device listens (an external world's rings are
+// stopped) a client is closed at once, as by a VMM without a vsock device.
+// It returns when ln is closed.
+func (h *Host) Expose(ln net.Listener) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		go func() {
+			emuConn, err := h.Dial(h.UDSPath())
+			if err != nil {
+				c.Close()
+				return
+			}
+			Bridge(c, emuConn)
+		}()
+	}
+}
+
+// ReachRealSockets makes a connect to a path no listener of the world is
+// bound at go to the real Unix socket at that path, bridged byte for byte:
+// a device's guest-initiated connections then reach real listeners on
+// <uds>_<port>, and where nothing listens the device sees the connect fail
+// as Firecracker would. For labs that run in real time (Start, StartWorld);
+// a bubble must not do real I/O.
+func (h *Host) ReachRealSockets() {
+	_ = h.d.exec(reqKey{op: opWorld}, func() {
+		ns := h.d.w.Host
+		own := h.UDSPath()
+		ns.SetOutside(func(path string) (*uds.Conn, error) {
+			if path == own {
+				// The device's own socket, unbound while the device is
+				// down: its real twin is the socket host clients come
+				// in on, and dialing it would loop back here.
+				return nil, syscall.ECONNREFUSED
+			}
+			// A Unix connect does not block: Go's sockets are non-blocking
+			// and a full backlog fails with EAGAIN.
+			real, err := net.Dial("unix", path)
+			if err != nil {
+				var errno syscall.Errno
+				if errors.As(err, &errno) {
+					return nil, errno
+				}
+				return nil, syscall.ECONNREFUSED
+			}
+			client, server := uds.Pair(ns.BufferSize())
+			go Bridge(real, h.conn(server, path, ""))
+			return client, nil
+		})
+	})
+}
+
+type halfCloser interface{ CloseWrite() error }
+
+// Bridge copies both ways between a and b; an end of stream on one side
+// becomes a write-shutdown on the other, and both are closed when both
+// directions end.
+func Bridge(a, b net.Conn) {
+	var wg sync.WaitGroup
+	copyHalf := func(dst, src net.Conn) {
+		defer wg.Done()
+		_, err := io.Copy(dst, src)
+		if hc, ok := dst.(halfCloser); ok && (err == nil || errors.Is(err, io.EOF)) {
+			_ = hc.CloseWrite()
+		} else {
+			dst.Close()
+		}
+	}
+	wg.Add(2)
+	go copyHalf(a, b)
+	go copyHalf(b, a)
+	wg.Wait()
+	a.Close()
+	b.Close()
+}
