@@ -17,9 +17,11 @@ type Series struct {
 	// order (guest.Credit names the connection).
 	Credit []CreditSample
 	// Stdout is the workload's stdout, sampled: every tick of the writer
-	// (its every=, at least a millisecond) while anything moves, then at
-	// doubling intervals up to a second while nothing does. Empty without
-	// a writer workload.
+	// (its every=, at least a millisecond) while anything moves (bytes, or
+	// a write starting or ending a wait), then at doubling intervals up to
+	// a second while nothing does, or up to 100 ms while a write waits, so
+	// that the plotted wait is at most that short of its peak. Empty
+	// without a writer workload.
 	Stdout []StdoutSample
 }
 
@@ -56,8 +58,9 @@ func (sr *scenarioRun) startSeries(opts Options) {
 
 // Bounds of the stdout sampling interval.
 const (
-	minSampleEvery = time.Millisecond
-	maxSampleEvery = time.Second
+	minSampleEvery     = time.Millisecond
+	maxSampleEvery     = time.Second
+	blockedSampleEvery = 100 * time.Millisecond
 )
 
 // sampleStdout, after the boot, starts a program that samples the
@@ -78,6 +81,7 @@ func (sr *scenarioRun) sampleStdout() {
 	l.Go(func(ctx context.Context) {
 		every := base
 		var last StdoutSample
+		lastSince := time.Duration(-1)
 		for {
 			if err := l.Observe(func(*emu.World) error { return nil }); err != nil {
 				return // the lab stopped
@@ -87,18 +91,22 @@ func (sr *scenarioRun) sampleStdout() {
 				s.Written = p.Written()
 			}
 			s.DroppedByInit = int64(sys.Init.Stats().LogBytesDropped["stdout"])
+			since := time.Duration(-1)
 			for _, p := range l.Pipes() {
-				if p.Blocked {
-					s.Blocked = max(s.Blocked, s.At-p.Since)
+				if p.Blocked && s.At-p.Since > s.Blocked {
+					s.Blocked, since = s.At-p.Since, p.Since
 				}
 			}
 			moved := len(series.Stdout) == 0 || s.Written != last.Written || s.Delivered != last.Delivered ||
-				s.DroppedByInit != last.DroppedByInit || (s.Blocked == 0) != (last.Blocked == 0)
+				s.DroppedByInit != last.DroppedByInit || since != lastSince
 			series.Stdout = append(series.Stdout, s)
-			last = s
-			if moved {
+			last, lastSince = s, since
+			switch {
+			case moved:
 				every = base
-			} else {
+			case s.Blocked > 0: // the wait ends at an unknown time: keep its peak within blockedSampleEvery
+				every = min(2*every, max(base, blockedSampleEvery))
+			default:
 				every = min(2*every, maxSampleEvery)
 			}
 			select {

@@ -85,20 +85,31 @@ func Pictures(scs []*replay.Scenario) ([]Picture, error) {
 		}
 		out = append(out, p)
 	}
+	// A scenario's pictures are named after it; two files may use one name.
+	names := map[string]int{}
+	for _, sc := range scs {
+		names[sc.Report.Name]++
+	}
 	for _, sc := range scs {
 		if sc.Series == nil {
 			continue
+		}
+		prefix := fileName(sc.Report.Name)
+		if names[sc.Report.Name] > 1 {
+			prefix = fileBase(sc.Report.File) + "-" + prefix
 		}
 		if len(sc.Series.Stdout) > 0 {
 			p, err := Stdout(sc)
 			if err != nil {
 				return nil, err
 			}
+			p.Name = prefix + "-stdout"
 			out = append(out, p)
 		}
 		if p, ok, err := Credit(sc); err != nil {
 			return nil, err
 		} else if ok {
+			p.Name = prefix + "-credit"
 			out = append(out, p)
 		}
 	}

@@ -32,6 +32,20 @@ func scenarios() []*replay.Scenario {
 	return []*replay.Scenario{grow, flat, wedge}
 }
 
+// Two files with a scenario of the same name: their pictures are told
+// apart by the file's name.
+func TestPictureNamesAreUnique(t *testing.T) {
+	a, b := scenarios()[2], *scenarios()[2]
+	b.Report.File = "testdata/other.trace"
+	pics, err := Pictures([]*replay.Scenario{a, &b})
+	require.NoError(t, err)
+	var names []string
+	for _, p := range pics {
+		names = append(names, p.Name)
+	}
+	require.Equal(t, []string{"w-wedge_1-stdout", "w-wedge_1-credit", "other-wedge_1-stdout", "other-wedge_1-credit"}, names)
+}
+
 func TestPictures(t *testing.T) {
 	pics, err := Pictures(scenarios())
 	require.NoError(t, err)
