@@ -89,10 +89,10 @@ func Listen(cfg Config) (*Backend, error) {
 		return nil, fmt.Errorf("vhost-user: %w", err)
 	}
 	b := &Backend{cfg: cfg, w: w, sig: newSignals(), up: newDeviceUp()}
-	// A back-end runs for as long as the VM: the log streams to the sink
-	// and keeps nothing.
+	// A back-end runs for as long as the VM: the log streams to the sink,
+	// and the real-time driver stores only its last lab.LiveLogLimit
+	// records.
 	w.Eng.Log.Keep(cfg.LogKinds)
-	w.Eng.Log.SetRetain(false)
 	if cfg.Log != nil {
 		w.Eng.Log.OnRecord(cfg.Log)
 	}

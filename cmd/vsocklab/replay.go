@@ -50,7 +50,7 @@ func replayMain(args []string) int {
 	}
 	opts := replay.Options{Capture: *pcap != "" || *mermaid, Plot: *plotDir != "", MaxVirtual: *maxVirtual, MaxWall: *maxWall, Progress: os.Stderr}
 	if *seed == 0 {
-		fmt.Fprintln(os.Stderr, "vsocklab: --seed 0: seeds start at 1 (the default of every world)")
+		fmt.Fprintln(os.Stderr, "vsocklab replay: --seed 0: seeds start at 1 (the default of every world)")
 		return 2
 	}
 	if *seed > 0 {

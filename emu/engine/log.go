@@ -117,17 +117,6 @@ func (l *Log) Keep(k Kind) { l.keep = k }
 // formatting a line nobody will read.
 func (l *Log) Enabled(k Kind) bool { return l.keep&k != 0 }
 
-// SetRetain(false), Retain of no kind, stops the log from keeping records (Records and String
-// then hold only what came before), while it still hashes them and passes
-// them to the OnRecord hook: for worlds that run for as long as a real VM.
-func (l *Log) SetRetain(on bool) {
-	if on {
-		l.retain = KindAll
-	} else {
-		l.retain = 0
-	}
-}
-
 // OnRecord installs a function called with every kept record, for live
 // output.
 func (l *Log) OnRecord(f func(Record)) { l.hook = f }

@@ -49,15 +49,15 @@ type Config struct {
 	MaxTime time.Duration
 	// Keep selects the kinds of event log records kept (0: all).
 	Keep engine.Kind
+	// FailLogLines is how many of the event log's last lines Test and Run
+	// print when the scenario fails (0: 40; negative: the whole log).
+	FailLogLines int
 	// LogLimit bounds the event log to its last LogLimit records (see
 	// engine.Log.Limit). Zero means every record for Run, whose result is
 	// the whole log, and LiveLogLimit for Start, whose worlds serve real
 	// clients for as long as they like and must not grow with their
 	// traffic. Negative: every record, in both.
 	LogLimit int
-	// FailLogLines is how many of the event log's last lines Test and Run
-	// print when the scenario fails (0: 40; negative: the whole log).
-	FailLogLines int
 }
 
 // LiveLogLimit is the event log bound of a lab whose driver runs against

@@ -10,29 +10,6 @@ import (
 	"github.com/vsocklab/vsocklab/emu/uds"
 )
 
-// Expose accepts real clients on ln until ln is closed and joins each to a
-// new connection on the device's socket (UDSPath), byte for byte: the
-// device's hybrid vsock host side on a real Unix socket, for socat and the
-// real hostd. While no device listens (an external world's rings are
-// stopped) a client is closed at once, as by a VMM without a vsock device.
-// It returns when ln is closed.
-func (h *Host) Expose(ln net.Listener) {
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		go func() {
-			emuConn, err := h.Dial(h.UDSPath())
-			if err != nil {
-				c.Close()
-				return
-			}
-			Bridge(c, emuConn)
-		}()
-	}
-}
-
 // ReachRealSockets makes a connect to a path no listener of the world is
 // bound at go to the real Unix socket at that path, bridged byte for byte:
 // a device's guest-initiated connections then reach real listeners on
