@@ -36,6 +36,10 @@ type Config struct {
 	// Notify kicks the device's queue. It is called synchronously and must
 	// only schedule work.
 	Notify func(queue int)
+	// OnCredit, when set, sees every change of a connected socket's credit
+	// (see Credit), at the engine's current time. It is called
+	// synchronously and must not call back into the kernel.
+	OnCredit func(Credit)
 }
 
 // eventBuffers is how many event buffers the driver posts.

@@ -36,8 +36,12 @@ func (k *Kernel) recvPkt(hdr *virtio.Header, payload []byte) {
 		return
 	}
 	if s.state != StateListen {
+		changed := s.peerBufAlloc != hdr.BufAlloc || s.peerFwdCnt != hdr.FwdCnt
 		s.peerBufAlloc = hdr.BufAlloc
 		s.peerFwdCnt = hdr.FwdCnt
+		if changed && s.state == StateEstablished {
+			k.creditChanged(s)
+		}
 		if k.free(s) > 0 {
 			k.wake(s)
 		}
@@ -111,6 +115,7 @@ func (k *Kernel) recvListen(l *Socket, hdr *virtio.Header) {
 	l.acceptq = append(l.acceptq, c)
 	l.ackBacklog++
 	k.logConn("%s accepted %s as %s", l, c.remote, c)
+	k.creditChanged(c)
 	k.sendCtl(c, virtio.OpResponse, 0)
 	k.wake(l)
 }
@@ -125,6 +130,7 @@ func (k *Kernel) recvConnecting(s *Socket, hdr *virtio.Header) {
 		s.ssConnected = true
 		k.hashConnected(s)
 		k.logConn("%s connected %s -> %s", s, s.local, s.remote)
+		k.creditChanged(s)
 		k.wake(s)
 	case virtio.OpInvalid:
 	case virtio.OpRST:

@@ -351,6 +351,7 @@ func (k *Kernel) Send(s *Socket, p []byte, cont bool) (int, error) {
 		}
 		sent += chunk
 	}
+	k.creditChanged(s)
 	return int(sent), nil
 }
 
@@ -411,6 +412,9 @@ func (k *Kernel) dequeue(s *Socket, p []byte) int {
 	}
 	s.rxBytes -= uint32(n)
 	s.popSkbs(done)
+	if done > 0 {
+		k.creditChanged(s)
+	}
 	// virtio_transport_stream_do_dequeue: with 93b808876682 an update also
 	// goes out when fwd_cnt moved and fewer bytes are queued than
 	// sock_rcvlowat, the amount that would wake the reader.
