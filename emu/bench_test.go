@@ -4,7 +4,7 @@ package emu_test
 // memory, the split virtqueues, the device, and the host's Unix socket
 // buffers, with per-packet logging off. BenchmarkSocketpair64K is the
 // yardstick: a real Unix socketpair moving the same 64 KiB writes, to be run
-// in the same invocation (see /work/notes/bench-emu.md).
+// in the same invocation (see BENCHMARKS.md).
 
 import (
 	"io"
@@ -177,7 +177,7 @@ func BenchmarkOneBytePackets(b *testing.B) {
 // host-initiated connection costs: the guest's accepted socket and table
 // entries, the device's connection, its port and the two ends of the host
 // stream. A real device holds at most 1,023 connections (Firecracker
-// MAX_CONNECTIONS, facts §5; a 1,024th host connection is closed at once),
+// MAX_CONNECTIONS, docs/sources.md#fc-muxer; a 1,024th host connection is closed at once),
 // so 1x10000 raises the limit (emu.Config.MaxConnections, a lab-only
 // setting); 10x1000 and 1x1023 stay within real devices' limit. The worlds'
 // own memory (guest RAM, rings, buffers), taken before the first connection,

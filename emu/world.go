@@ -106,8 +106,13 @@ type World struct {
 	cycles    int
 	counters  Counters
 	taps      []Tap
+	credits   []CreditTap
 	external  bool // no guest model: see NewExternal
 }
+
+// CreditTap sees every change of a guest socket's credit (guest.Credit),
+// with the virtual time.
+type CreditTap func(at time.Duration, c guest.Credit)
 
 // Tap sees every packet the device accepts from the guest (GuestToHost)
 // and every packet it writes to the guest (HostToGuest), with the virtual
@@ -159,7 +164,8 @@ func New(cfg Config) (*World, error) {
 	}
 	w.Guest, err = guest.New(w.Eng, kernProf, guest.Config{
 		CID: cfg.GuestCID, Mem: w.mem, Queues: w.queues, Features: cfg.Features,
-		Arena: guest.Range{Base: base, Size: uint64(cfg.MemSize) - base},
+		Arena:    guest.Range{Base: base, Size: uint64(cfg.MemSize) - base},
+		OnCredit: w.onCredit,
 		Notify: func(q int) {
 			if w.Dev != nil && !w.suspended {
 				w.Dev.Notify(q)
@@ -198,6 +204,15 @@ func (w *World) onPacket(dir device.Dir, h *virtio.Header, payload []byte) {
 		t(w.Eng.Now(), dir, h, payload)
 	}
 }
+
+func (w *World) onCredit(c guest.Credit) {
+	for _, t := range w.credits {
+		t(w.Eng.Now(), c)
+	}
+}
+
+// AddCreditTap installs a tap on the guest's credit changes (a plot).
+func (w *World) AddCreditTap(t CreditTap) { w.credits = append(w.credits, t) }
 
 // AddTap installs a packet tap (a capture, a counter).
 func (w *World) AddTap(t Tap) { w.taps = append(w.taps, t) }

@@ -4,8 +4,8 @@ package emu_test
 // Unix sockets driven together, without programs or goroutines. Guest
 // sockets are driven through w.Guest (the Kernel API), host programs through
 // w.Host (uds.Namespace), and time through w.Settle and w.RunFor. Each test
-// names the fact it pins: "facts §N" is /work/shared/reference/vsock-facts.md,
-// "FC notes" /work/notes/firecracker-vsock.md.
+// names the fact it pins as docs/sources.md#<anchor>, where the upstream
+// file, function and commit of each are written down.
 
 import (
 	"bytes"
@@ -28,7 +28,7 @@ import (
 )
 
 // firstLocalPort is the first host-side port a Firecracker muxer hands out:
-// local_port_last starts at 2^30 - 1 (facts §5).
+// local_port_last starts at 2^30 - 1 (docs/sources.md#fc-port-allocation).
 const firstLocalPort = 1 << 30
 
 // --- helpers -----------------------------------------------------------------
@@ -54,7 +54,7 @@ func guestListen(t testing.TB, w *emu.World, port uint32) *guest.Socket {
 // socket: connect to uds_path, write "CONNECT <port>\n", let the world run
 // and read the reply line. It returns the stream and the port named by
 // "OK <port>\n", or refused when the device closed the stream without a
-// reply (facts §5: guest RST or no listener -> closed with no reply).
+// reply (docs/sources.md#fc-ok-ack: guest RST or no listener -> closed with no reply).
 func hostDial(t testing.TB, w *emu.World, port uint32) (c *uds.Conn, okPort uint32, refused bool) {
 	t.Helper()
 	c, err := w.Host.Connect(w.Config().UDSPath)
@@ -131,7 +131,7 @@ func hostInitiated(t testing.TB, w *emu.World, l *guest.Socket) (*uds.Conn, *gue
 }
 
 // guestInitiated makes an established guest->host connection to host port
-// (the device connects to uds_path_<port>, facts §5).
+// (the device connects to uds_path_<port>, docs/sources.md#fc-peer-request).
 func guestInitiated(t testing.TB, w *emu.World, port uint32) (*guest.Socket, *uds.Conn) {
 	t.Helper()
 	path := w.Config().UDSPath + "_" + strconv.FormatUint(uint64(port), 10)
@@ -201,7 +201,7 @@ func pattern(n int) []byte {
 
 // --- a. socket semantics through the whole world ---------------------------
 
-// facts §3: no listener -> the guest answers the REQUEST with RST; facts §5:
+// docs/sources.md#linux-dispatch: no listener -> the guest answers the REQUEST with RST; docs/sources.md#fc-ok-ack:
 // the device then closes the host stream with no reply text.
 func TestWorldConnectToPortWithoutListener(t *testing.T) {
 	w := newWorld(t, emu.Config{})
@@ -213,7 +213,7 @@ func TestWorldConnectToPortWithoutListener(t *testing.T) {
 	require.Zero(t, w.Dev.Stats().Violations)
 }
 
-// The connection limit (facts §5: Firecracker's MAX_CONNECTIONS, 1,023) can
+// The connection limit (docs/sources.md#fc-muxer: Firecracker's MAX_CONNECTIONS, 1,023) can
 // be raised for scale experiments only on request, the log says so, and a
 // negative limit is refused with the value named.
 func TestWorldConnectionLimitOverride(t *testing.T) {
@@ -233,8 +233,8 @@ func TestWorldConnectionLimitOverride(t *testing.T) {
 	require.EqualError(t, err, "connection limit -1: must be positive, or 0 for the device's own")
 }
 
-// facts §5: a guest-initiated connect whose uds_path_<port> has no listener
-// gets RST from the device; facts §3: RST in SYN_SENT -> ECONNRESET.
+// docs/sources.md#fc-peer-request: a guest-initiated connect whose uds_path_<port> has no listener
+// gets RST from the device; docs/sources.md#linux-dispatch: RST in SYN_SENT -> ECONNRESET.
 func TestWorldGuestConnectToHostPortNobodyListensOn(t *testing.T) {
 	w := newWorld(t, emu.Config{})
 	s := w.Guest.Socket()
@@ -255,7 +255,7 @@ func TestWorldGuestConnectToHostPortNobodyListensOn(t *testing.T) {
 }
 
 func TestWorldPeerClose(t *testing.T) {
-	// FC notes 2.7: host EOF -> SHUTDOWN(RCV|SEND) to the guest. facts §3: the
+	// docs/sources.md#fc-host-eof: host EOF -> SHUTDOWN(RCV|SEND) to the guest. docs/sources.md#linux-shutdown: the
 	// guest reads what was queued, then end of stream; writes fail with EPIPE
 	// once the peer shut down its receive side.
 	t.Run("host closes", func(t *testing.T) {
@@ -272,7 +272,7 @@ func TestWorldPeerClose(t *testing.T) {
 		require.Zero(t, n)
 		_, err = w.Guest.Send(child, []byte("x"), false)
 		require.ErrorIs(t, err, syscall.EPIPE)
-		// facts §3 (3a5cc90a4d17): SHUTDOWN with both flags removes the socket
+		// docs/sources.md#linux-shutdown (3a5cc90a4d17): SHUTDOWN with both flags removes the socket
 		// from the connected table; close() then answers with RST at once.
 		require.Zero(t, w.Guest.ConnectedCount())
 		w.Guest.Close(child)
@@ -280,8 +280,8 @@ func TestWorldPeerClose(t *testing.T) {
 		require.Empty(t, w.Dev.Conns(), "the guest's RST removes the LocalClosed connection")
 		require.NotContains(t, w.Guest.Sockets(), child)
 	})
-	// facts §3 close(): SHUTDOWN(RCV|SEND), linger until the peer's RST; FC
-	// notes 2.2: SHUTDOWN with both flags and an empty TX buffer -> RST, the
+	// docs/sources.md#linux-shutdown close(): SHUTDOWN(RCV|SEND), linger until the peer's RST;
+	// docs/sources.md#fc-send-pkt: SHUTDOWN with both flags and an empty TX buffer -> RST, the
 	// connection is removed and the host stream closed: the host reads the
 	// data, then EOF.
 	t.Run("guest closes", func(t *testing.T) {
@@ -304,7 +304,7 @@ func TestWorldPeerClose(t *testing.T) {
 	})
 }
 
-// facts §1/§3: shutdown flags are ORed and permanent; FC notes 2.2: the
+// docs/sources.md#linux-shutdown: shutdown flags are ORed and permanent; docs/sources.md#fc-send-pkt: the
 // device ORs the flags of each SHUTDOWN in, and with both set and nothing
 // buffered answers RST. FC test_peer_close: with SEND off the host's data
 // still reaches the guest.
@@ -348,7 +348,7 @@ func TestWorldShutdownFlags(t *testing.T) {
 	require.EqualValues(t, 1, w.Guest.Stats().RSTReceived)
 }
 
-// facts §3 "THE LEAK" and §5 ports: after a restore with fixed-start ports
+// docs/sources.md#linux-reset-leak, #fc-port-allocation: after a restore with fixed-start ports
 // the first host connection reuses 1073741824; the transport reset left the
 // accepted socket in TCP_CLOSE in the connected table, the REQUEST finds it
 // and is answered with RST, so the host stream closes without OK. Once the
@@ -367,7 +367,7 @@ func TestWorldResetThenReconnectOnSameSourcePort(t *testing.T) {
 	require.NoError(t, err)
 	require.True(t, eof, "the device process exited with its host sockets")
 	hc.Close()
-	// facts §3 TRANSPORT_RESET: TCP_CLOSE, sk_err ECONNRESET, still in the table.
+	// docs/sources.md#linux-transport-reset: TCP_CLOSE, sk_err ECONNRESET, still in the table.
 	require.Equal(t, guest.StateClose, child.State())
 	require.Equal(t, syscall.ECONNRESET, child.Err())
 	require.Equal(t, 1, w.Guest.ConnectedCount())
@@ -402,14 +402,14 @@ func TestWorldResetThenReconnectOnSameSourcePort(t *testing.T) {
 }
 
 func TestWorldCreditUpdates(t *testing.T) {
-	// FC notes 2.4: the device sends CREDIT_UPDATE when more than 61,440
+	// docs/sources.md#fc-credit-update: the device sends CREDIT_UPDATE when more than 61,440
 	// bytes were forwarded since its last report (exactly 61,440 does not
-	// trigger); fwd_cnt moves only as bytes reach the host stream (facts §5).
+	// trigger); fwd_cnt moves only as bytes reach the host stream (docs/sources.md#fc-notify-txbuf).
 	t.Run("device, direct writes", func(t *testing.T) {
 		w := newWorld(t, emu.Config{})
 		s, hc := guestInitiated(t, w, 9000)
 		cu := tapOp(w, device.HostToGuest, virtio.OpCreditUpdate)
-		require.EqualValues(t, 64*1024, w.Guest.Credit(s), "facts §5: device buf_alloc 64 KiB")
+		require.EqualValues(t, 64*1024, w.Guest.Credit(s), "docs/sources.md#fc-credit-counters: device buf_alloc 64 KiB")
 		n, err := w.Guest.Send(s, make([]byte, 61440), false)
 		require.NoError(t, err)
 		require.Equal(t, 61440, n)
@@ -428,7 +428,7 @@ func TestWorldCreditUpdates(t *testing.T) {
 		require.Len(t, data, 61441)
 	})
 	// With a small host socket buffer the rest waits in the device's TX
-	// buffer and is flushed as the host reads (FC notes 2.5), so the host's
+	// buffer and is flushed as the host reads (docs/sources.md#fc-notify-txbuf), so the host's
 	// reads are what brings the guest its credit back.
 	t.Run("host reads", func(t *testing.T) {
 		w := newWorld(t, emu.Config{})
@@ -470,7 +470,7 @@ func TestWorldCreditUpdates(t *testing.T) {
 		require.Greater(t, cu.hdrs[0].FwdCnt, uint32(61440))
 		require.EqualValues(t, cu.hdrs[0].FwdCnt, w.Guest.Credit(s))
 	})
-	// facts §2: fwd_cnt advances by a whole skb only when it is fully read;
+	// docs/sources.md#linux-fwd-cnt: fwd_cnt advances by a whole skb only when it is fully read;
 	// a read that empties the queue sends CREDIT_UPDATE (93b808876682; the
 	// 64 KiB clause does not fire with a 256 KiB buffer).
 	t.Run("guest drains", func(t *testing.T) {
@@ -488,7 +488,7 @@ func TestWorldCreditUpdates(t *testing.T) {
 		require.NoError(t, err)
 		require.Equal(t, 5000, n)
 		w.Settle()
-		// 3,776-byte RX buffers hold 3,732 payload bytes (facts §4): one skb
+		// 3,776-byte RX buffers hold 3,732 payload bytes (docs/sources.md#linux-rx-buffers): one skb
 		// fully read, the second only partly.
 		require.EqualValues(t, 3732, w.Guest.Info(child).FwdCnt)
 		require.Empty(t, cu.hdrs)
@@ -509,7 +509,7 @@ type seed000Result struct {
 	delivered int // bytes the host received
 	// expected is what the host should have got given the packets the guest
 	// made: everything but packets above the linear threshold that the
-	// device drops (facts §4, §5 Cloud Hypervisor).
+	// device drops (docs/sources.md#linux-tx-layout, #ch-tx-parse).
 	expected  int
 	dropped   int
 	credit    uint32
@@ -600,9 +600,9 @@ func runSeed000(t *testing.T, kernel, dev string, lead int) (seed000Result, *emu
 	return r, w
 }
 
-// Seed 000 (facts §6): a new kernel's nonlinear TX (header + 32 KiB + 32 KiB,
-// facts §4) against Cloud Hypervisor before v51, which takes exactly one
-// data descriptor and drops the packet with BufDescTooSmall (facts §5): the
+// Seed 000 (docs/sources.md#incident-stdout-wedge): a new kernel's nonlinear TX (header + 32 KiB + 32 KiB,
+// docs/sources.md#linux-tx-layout) against Cloud Hypervisor before v51, which takes exactly one
+// data descriptor and drops the packet with BufDescTooSmall (docs/sources.md#ch-tx-parse): the
 // guest counted the bytes in tx_cnt, the device never forwards them, the
 // credit is gone for good and the write blocks forever.
 func TestSeed000LargeWriteWedge(t *testing.T) {
@@ -661,7 +661,7 @@ type seed003Cycle struct {
 }
 
 // runSeed003 runs boot plus cycles suspend/resume cycles with an init that
-// never closes the long-lived connection (facts §6 seed 003). extra, if set,
+// never closes the long-lived connection (seed 003, docs/sources.md#incident-slow-resume). extra, if set,
 // runs after each cycle's connections, for the determinism test.
 func runSeed003(t testing.TB, cfg emu.Config, cycles int, extra func(w *emu.World)) ([]seed003Cycle, *emu.World) {
 	t.Helper()
@@ -716,17 +716,17 @@ func runSeed003(t testing.TB, cfg emu.Config, cycles int, extra func(w *emu.Worl
 		require.True(t, eof)
 		hc.Close()
 		require.Equal(t, guest.StateClose, long.State())
-		require.Equal(t, k+1, w.Guest.Leaked(), "facts §3: the reset socket stays in the connected table")
+		require.Equal(t, k+1, w.Guest.Leaked(), "docs/sources.md#linux-reset-leak: the reset socket stays in the connected table")
 	}
 	return out, w
 }
 
-// Seed 003 (facts §6, /work/shared/seeds/003_8d371f8b1d3b87cb.txt): with
+// Seed 003 (docs/sources.md#incident-slow-resume): with
 // Firecracker before v1.15 the ports restart at 2^30 after every restore
-// (facts §5), the long-lived connection always gets the first port that
+// (docs/sources.md#fc-port-allocation), the long-lived connection always gets the first port that
 // works, and the leaked sockets form a contiguous run from 2^30: after the
 // k-th restore the first k attempts hit leaked sockets and are refused
-// (facts §3 "THE LEAK": TCP_CLOSE answers RST). Persisted ports (v1.15.0,
+// (docs/sources.md#linux-reset-leak: TCP_CLOSE answers RST). Persisted ports (v1.15.0,
 // PR #5688) and Fly's random start (PR #7) never come back to them.
 func TestSeed003SlowResume(t *testing.T) {
 	const cycles = 10
@@ -777,7 +777,7 @@ func TestSeed003SlowResume(t *testing.T) {
 
 // --- c. determinism ---------------------------------------------------------
 
-// facts §1 and the engine's contract: the same seed and the same calls give
+// docs/sources.md#linux-ephemeral-port and the engine's contract: the same seed and the same calls give
 // the same event log, byte for byte; the seed is the only randomness (the
 // guest's ephemeral port counter, Fly's random start).
 func TestWorldDeterminism(t *testing.T) {
@@ -835,7 +835,7 @@ func TestWorldDeterminism(t *testing.T) {
 			require.Less(t, p, uint32(1<<31))
 		}
 		// With fixed-start ports only the guest's own ephemeral ports move
-		// (facts §1: the counter is seeded once with a random value).
+		// (docs/sources.md#linux-ephemeral-port: the counter is seeded once with a random value).
 		g1, f1 := scenario(1, "firecracker-1.14")
 		g2, f2 := scenario(2, "firecracker-1.14")
 		require.Equal(t, f1, f2)
@@ -856,8 +856,8 @@ func TestWorldLogNamesTheLeak(t *testing.T) {
 }
 
 // Firecracker before v1.6 needs two-descriptor RX buffers and rejects every
-// single-descriptor buffer of a 6.1.63+ guest with used length 0 (notes
-// §1.2, Firecracker issue #4284): vsock does not work at all, but the world
+// single-descriptor buffer of a 6.1.63+ guest with used length 0 (see
+// docs/sources.md#fc-rx-parse-legacy, Firecracker issue #4284): vsock does not work at all, but the world
 // must still move on in time rather than spin at one instant.
 func TestWorldFirecracker15RejectsModernRXBuffers(t *testing.T) {
 	w, err := emu.New(emu.Config{Device: "firecracker-1.5", Kernel: "linux-6.12.68"})

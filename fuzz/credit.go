@@ -83,7 +83,7 @@ const (
 // size change that could strand bytes the device already believes it may
 // send (a shrink below what is in flight, or while the guest's TX ring is
 // backlogged) is not applied: that loss is real Firecracker and Linux
-// behaviour (notes 2.4), not a lab bug. At the end both sides keep reading
+// behaviour (docs/sources.md#fc-credit-update), not a lab bug. At the end both sides keep reading
 // while time runs: every byte a Send or Write accepted must arrive, unless
 // an operation closed that direction (a host shutdown(SHUT_WR) ends the
 // guest-to-host direction in the device, a guest SHUT_RD the other).

@@ -35,7 +35,7 @@ const hybridMaxBytes = 4096
 // CheckHybridConnect plays a host program that connects to the device's
 // Unix socket and writes arbitrary bytes, with a guest listener on one
 // port, and compares the device's answer with an independent reading of
-// Firecracker's CONNECT rules (notes 4.1).
+// Firecracker's CONNECT rules (docs/sources.md#fc-connect-line).
 //
 // Layout of data: byte 0 picks a device profile among those that read the
 // line the Firecracker way; byte 1 picks the listener port (bits 0-2, from
@@ -232,7 +232,7 @@ func checkDevice(w *emu.World) error {
 }
 
 // refConnectLine is an independent reading of Firecracker's CONNECT rules
-// (notes 4.1, FC unix/muxer.rs read_local_stream_port): it is given the
+// (docs/sources.md#fc-connect-line, FC unix/muxer.rs read_local_stream_port): it is given the
 // bytes the socket holds when the device first reads and returns the port
 // and the length of the line, or valid false. Ten bytes are read at once,
 // then one at a time until the last one read is '\n' or 32 were read; the

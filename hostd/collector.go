@@ -125,6 +125,17 @@ func (c *Collector) Streams() []Stream {
 	return out
 }
 
+// Bytes returns how many bytes the stream name has received, without
+// copying its data as Stream does: for callers that poll it.
+func (c *Collector) Bytes(name string) uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if s, ok := c.streams[name]; ok {
+		return s.Bytes
+	}
+	return 0
+}
+
 // Stream returns one stream by name.
 func (c *Collector) Stream(name string) (Stream, bool) {
 	for _, s := range c.Streams() {

@@ -3,7 +3,7 @@
 // Unix socket and writing "CONNECT <port>\n"; the device answers
 // "OK <host port>\n" once the guest accepts (Firecracker
 // src/vmm/src/devices/virtio/vsock/unix/muxer.rs, read_local_stream_port,
-// and docs/vsock.md, v1.14.0), and the stream is then the guest's.
+// and Firecracker's docs/vsock.md, v1.14.0), and the stream is then the guest's.
 //
 // hostd and the lab's host dial share it. It imports nothing of this
 // module, so hostd, which runs on real hosts, stays free of the emulator.

@@ -9,7 +9,11 @@ import (
 
 // Mermaid renders a scenario's packet exchange, with the device's faults
 // and the programs' log lines as notes, as a Mermaid sequence diagram for a
-// design review. At most limit arrows and notes are drawn (0: all).
+// design review. Consecutive repetitions of the same exchange (the same
+// lines but for their numbers) are drawn once, in a loop that says how
+// many times and until when; a diagram still over limit lines (0: no
+// limit) keeps the scenario's start and samples the rest of its time span,
+// with a note for each gap.
 func (sc *Scenario) Mermaid(limit int) string {
 	var b strings.Builder
 	b.WriteString("sequenceDiagram\n")
@@ -17,30 +21,20 @@ func (sc *Scenario) Mermaid(limit int) string {
 	b.WriteString("    participant G as guest (kernel and init)\n")
 	b.WriteString("    participant D as vsock device\n")
 	b.WriteString("    participant H as host (hostd)\n")
-	drawn := 0
-	for _, r := range sc.records {
-		line := mermaidLine(r)
-		if line == "" {
-			continue
+	for _, it := range sample(fold(diagramLines(sc.records)), limit) {
+		indent := "    "
+		if it.reps >= 2 {
+			fmt.Fprintf(&b, "    loop %d times, until %s\n", it.reps, seconds(it.last))
+			indent = "        "
 		}
-		if limit > 0 && drawn == limit {
-			fmt.Fprintf(&b, "    Note over G,H: %d more events not drawn\n", sc.countDrawable()-drawn)
-			break
+		for _, l := range it.lines {
+			fmt.Fprintf(&b, "%s%s\n", indent, l.text)
 		}
-		fmt.Fprintf(&b, "    %s\n", line)
-		drawn++
+		if it.reps >= 2 {
+			b.WriteString("    end\n")
+		}
 	}
 	return b.String()
-}
-
-func (sc *Scenario) countDrawable() int {
-	n := 0
-	for _, r := range sc.records {
-		if mermaidLine(r) != "" {
-			n++
-		}
-	}
-	return n
 }
 
 // mermaidLine turns one log record into a diagram line, or "".

@@ -28,6 +28,9 @@ type Options struct {
 	// Capture keeps every packet that crossed the device, for pcap and
 	// Mermaid output.
 	Capture bool
+	// Plot keeps what the scenario measured over time (Scenario.Series)
+	// for pictures.
+	Plot bool
 	// MaxVirtual bounds each scenario's virtual time (0: DefaultMaxVirtual;
 	// negative: no bound). Validation refuses a scenario whose runs and
 	// cycles alone would pass it; a scenario that reaches it while it runs
@@ -211,6 +214,11 @@ func RunFile(r lab.Runner, f *trace.File, opts Options) *Result {
 		if sc.Err != nil {
 			sc.Report.Error = sc.Err.Error()
 		}
+		// The counters of the world as the lab left it: the packets of the
+		// scenario's last instant and of the lab's last round count, as
+		// they do in the capture, which the same tap (emu.World's
+		// onPacket) fills.
+		sc.Report.Counters = countersOf(run.World)
 		sc.Report.LogSHA256 = run.Hash
 		sc.Log = run.Log
 		sc.End = run.End

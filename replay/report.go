@@ -2,6 +2,8 @@ package replay
 
 import (
 	"encoding/json"
+	"fmt"
+	"strings"
 	"time"
 
 	"github.com/vsocklab/vsocklab/emu"
@@ -51,6 +53,26 @@ type Counters struct {
 	GuestToHost map[string]uint64 `json:"guest_to_host"`
 	HostToGuest map[string]uint64 `json:"host_to_guest"`
 	RWBytes     map[string]uint64 `json:"rw_bytes"`
+}
+
+// String renders the counters as the counters directive prints them:
+// packets by op in each direction, then the RW payload bytes.
+func (c Counters) String() string {
+	var b strings.Builder
+	for _, dir := range []struct {
+		name string
+		m    map[string]uint64
+	}{{"guest->host", c.GuestToHost}, {"host->guest", c.HostToGuest}} {
+		fmt.Fprintf(&b, "%s:", dir.name)
+		for op := virtio.Op(1); op <= virtio.OpCreditRequest; op++ {
+			if n := dir.m[op.String()]; n > 0 {
+				fmt.Fprintf(&b, " %s=%d", op, n)
+			}
+		}
+		b.WriteByte('\n')
+	}
+	fmt.Fprintf(&b, "rw bytes: guest->host %d, host->guest %d\n", c.RWBytes["guest_to_host"], c.RWBytes["host_to_guest"])
+	return b.String()
 }
 
 func countersOf(w *emu.World) Counters {

@@ -34,8 +34,11 @@ type Scenario struct {
 	Packets []Packet
 	// Err is why the scenario stopped before its last directive (a
 	// virtual- or wall-time limit), nil when it ran to the end.
-	Err     error
-	End     time.Duration // virtual time at the end
+	Err error
+	End time.Duration // virtual time at the end
+	// Series is what the scenario measured over time, with Options.Plot
+	// (nil without).
+	Series  *Series
 	records []engine.Record
 }
 
@@ -121,6 +124,7 @@ func (sr *scenarioRun) labConfig() lab.Config { return lab.Config{Config: sr.cfg
 // start runs inside the bubble before the first directive.
 func (sr *scenarioRun) start(opts Options) {
 	_ = sr.l.Do(func(w *emu.World) error { w.Eng.Log.Retain(sr.retain); return nil })
+	sr.startSeries(opts)
 	if !opts.Capture {
 		return
 	}
@@ -264,6 +268,7 @@ func (sr *scenarioRun) cmdBoot(d *trace.Directive) (string, error) {
 		return "", fmt.Errorf("boot needs an init directive first")
 	}
 	sr.sys = programs.Start(sr.l, sr.initOpts, sr.workload, sr.hostdOpts)
+	sr.sampleStdout()
 	return fmt.Sprintf("booted at %s\n", sr.now()), nil
 }
 
@@ -558,25 +563,15 @@ func (sr *scenarioRun) cmdCounters(d *trace.Directive) (string, error) {
 	var c Counters
 	var ds device.Stats
 	var gs guest.Stats
-	_ = sr.l.Do(func(w *emu.World) error {
+	// Observe, not Do: the packets the programs send at this very instant
+	// count too, as they do in the capture and the --json report.
+	_ = sr.l.Observe(func(w *emu.World) error {
 		c = countersOf(w)
 		ds, gs = w.Dev.Stats(), w.Guest.Stats()
 		return nil
 	})
 	var b strings.Builder
-	for _, dir := range []struct {
-		name string
-		m    map[string]uint64
-	}{{"guest->host", c.GuestToHost}, {"host->guest", c.HostToGuest}} {
-		fmt.Fprintf(&b, "%s:", dir.name)
-		for op := virtio.Op(1); op <= virtio.OpCreditRequest; op++ {
-			if n := dir.m[op.String()]; n > 0 {
-				fmt.Fprintf(&b, " %s=%d", op, n)
-			}
-		}
-		b.WriteByte('\n')
-	}
-	fmt.Fprintf(&b, "rw bytes: guest->host %d, host->guest %d\n", c.RWBytes["guest_to_host"], c.RWBytes["host_to_guest"])
+	b.WriteString(c.String())
 	fmt.Fprintf(&b, "device: bad tx chains %d, bad rx chains %d, leaked chains %d, rsts %d, invariant violations %d\n",
 		ds.BadTXChains, ds.BadRXChains, ds.LeakedChains, ds.RSTsSent, ds.Violations)
 	fmt.Fprintf(&b, "guest: transport resets %d, REQUESTs answered RST by reset sockets %d, rx dropped %d\n",

@@ -261,7 +261,7 @@ func (f *frontend) get(req uint32, payload []byte) []byte {
 }
 
 // handshake is what QEMU 7.2 sends when the device is realized, before the
-// guest driver starts (real-kernel notes of this project: GET_FEATURES ...
+// guest driver starts (docs/sources.md#qemu-vhost-user-vsock: GET_FEATURES ...
 // GET_CONFIG).
 func (f *frontend) handshake() {
 	le := binary.LittleEndian

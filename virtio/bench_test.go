@@ -25,7 +25,7 @@ func BenchmarkHeaderEncode(b *testing.B) {
 }
 
 // BenchmarkChain64K pits the device's work on a 64 KiB packet laid out as
-// 6.12.68+ kernels do (header + 32 KiB + 32 KiB, facts section 4) against a
+// 6.12.68+ kernels do (header + 32 KiB + 32 KiB, docs/sources.md#linux-tx-layout) against a
 // plain copy of the same bytes. Run both in one invocation and compare MB/s.
 func BenchmarkChain64K(b *testing.B) {
 	b.Run("walk+copy", func(b *testing.B) {

@@ -6,7 +6,7 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// Free space toward the peer, facts section 2: the spec formula in u32, the
+// Free space toward the peer, docs/sources.md#linux-credit: the spec formula in u32, the
 // s64 underflow fix (CVE-2026-23069) and current Linux's min over both
 // buffers (CVE-2026-23086, c0e42fb0e054).
 func TestFreeCreditByFormula(t *testing.T) {

@@ -38,7 +38,7 @@ func hexBytes(t *testing.T, s string) []byte {
 }
 
 // The byte layouts below follow struct virtio_vsock_hdr in
-// include/uapi/linux/virtio_vsock.h (facts section 1): packed, little-endian,
+// include/uapi/linux/virtio_vsock.h (docs/sources.md#linux-header): packed, little-endian,
 //
 //	src_cid le64 | dst_cid le64 | src_port le32 | dst_port le32 | len le32 |
 //	type le16 | op le16 | flags le32 | buf_alloc le32 | fwd_cnt le32

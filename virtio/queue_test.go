@@ -65,8 +65,8 @@ func TestContiguousLayoutFitsOrIsRefused(t *testing.T) {
 
 func TestChainRoundTrip(t *testing.T) {
 	r := newRing(t, 256, 128*1024, 0)
-	// The nonlinear TX layout of a 64 KiB packet on 6.12.68+ guests (facts
-	// section 4): header + 32 KiB + 32 KiB.
+	// The nonlinear TX layout of a 64 KiB packet on 6.12.68+ guests (see
+	// docs/sources.md#linux-tx-layout): header + 32 KiB + 32 KiB.
 	payload := bytes.Repeat([]byte("0123456789abcdef"), 4096)
 	hdr := Header{SrcCID: 3, DstCID: 2, SrcPort: 1024, DstPort: 9, Len: uint32(len(payload)), Type: TypeStream, Op: OpRW}
 	hb := hdr.Append(nil)
@@ -119,7 +119,7 @@ func TestChainRoundTrip(t *testing.T) {
 }
 
 func TestWritableChain(t *testing.T) {
-	// The <= 6.2 RX layout (facts section 4): a 44-byte header buffer and a
+	// The <= 6.2 RX layout (docs/sources.md#linux-rx-buffers): a 44-byte header buffer and a
 	// 4096-byte data buffer, both device-writable.
 	r := newRing(t, 8, 16384, 0)
 	_, err := r.drv.Add([]Buffer{{Addr: r.data, Len: 44, Write: true}, {Addr: r.data + 64, Len: 4096, Write: true}})

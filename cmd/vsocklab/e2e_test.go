@@ -70,7 +70,7 @@ func TestServeEndToEnd(t *testing.T) {
 		}
 		uds := filepath.Join(dir, "a.sock")
 		startServe(t, vsocklab, uds, "--workload", "idle")
-		// Firecracker's first host-side port is 2^30 (facts section 5).
+		// Firecracker's first host-side port is 2^30 (docs/sources.md#fc-port-allocation).
 		require.Equal(t, "OK 1073741824\n", socatConnect(t, socat, uds, "CONNECT 10000\n"))
 		// A malformed line closes the connection without a word...
 		require.Equal(t, "", socatConnect(t, socat, uds, "HELLO 10000\n"))

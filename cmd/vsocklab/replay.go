@@ -11,6 +11,7 @@ import (
 
 	"github.com/vsocklab/vsocklab/emu/lab"
 	"github.com/vsocklab/vsocklab/replay"
+	"github.com/vsocklab/vsocklab/replay/plots"
 	"github.com/vsocklab/vsocklab/trace"
 )
 
@@ -23,8 +24,9 @@ func replayMain(args []string) int {
 	check := fs.Bool("check", false, "compare each directive's output with the file; exit 1 with a diff on any difference")
 	asJSON := fs.Bool("json", false, "print one JSON object per scenario instead of the trace text")
 	pcap := fs.String("pcap", "", "write every packet that crossed the device as LINKTYPE_VSOCK pcap (one scenario: FILE; several: FILE with -<scenario> before .pcap)")
+	plotDir := fs.String("plot", "", "draw each file's resume matrix and each scenario's stdout and credit over time into DIR, as PNG and SVG")
 	mermaid := fs.Bool("mermaid", false, "print each scenario's packet exchange as a Mermaid sequence diagram")
-	limit := fs.Int("limit", 60, "with --mermaid, draw at most this many events per scenario (0: all)")
+	limit := fs.Int("limit", 60, "with --mermaid, draw at most this many lines per scenario (0: all): repeated exchanges fold into loops, and a longer diagram keeps the start and samples the rest of the run")
 	seed := fs.Int64("seed", -1, "replace every world's seed")
 	rewrite := fs.Bool("rewrite", false, "write the actual output back into the files")
 	maxVirtual := fs.Duration("max-virtual", replay.DefaultMaxVirtual, "stop a scenario at this much virtual time; validation refuses one whose runs and cycles alone pass it (negative: no limit)")
@@ -46,7 +48,7 @@ func replayMain(args []string) int {
 		fmt.Fprintln(os.Stderr, "vsocklab replay: --max-virtual and --max-wall take a positive duration (negative: no limit)")
 		return 2
 	}
-	opts := replay.Options{Capture: *pcap != "" || *mermaid, MaxVirtual: *maxVirtual, MaxWall: *maxWall, Progress: os.Stderr}
+	opts := replay.Options{Capture: *pcap != "" || *mermaid, Plot: *plotDir != "", MaxVirtual: *maxVirtual, MaxWall: *maxWall, Progress: os.Stderr}
 	if *seed == 0 {
 		fmt.Fprintln(os.Stderr, "vsocklab replay: --seed 0: seeds start at 1 (the default of every world)")
 		return 2
@@ -122,6 +124,14 @@ func replayMain(args []string) int {
 			for _, sc := range all {
 				fmt.Fprintf(out, "```mermaid\n%s```\n", sc.Mermaid(*limit))
 			}
+		}
+		if *plotDir != "" {
+			paths, err := plots.WriteDir(*plotDir, all, "png", "svg")
+			if err != nil {
+				fmt.Fprintln(os.Stderr, "vsocklab:", err)
+				failed = true
+			}
+			fmt.Fprintf(os.Stderr, "vsocklab replay: %d pictures in %s\n", len(paths), *plotDir)
 		}
 		if *pcap != "" {
 			if err := writePcaps(*pcap, all); err != nil {

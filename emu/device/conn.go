@@ -63,7 +63,7 @@ func (k connKey) less(o connKey) bool {
 }
 
 // conn is one vsock connection bridged to one host stream: FC@v1.14.0
-// csm/connection.rs VsockConnection (notes 2).
+// csm/connection.rs VsockConnection (docs/sources.md#fc-connection).
 type conn struct {
 	d      *Device
 	key    connKey
@@ -72,7 +72,7 @@ type conn struct {
 	state           connState
 	rcvOff, sendOff bool // PeerClosed(no_more_recv, no_more_send), sticky
 	txb             txBuf
-	// Credit counters, u32 wrapping (notes 2.1).
+	// Credit counters, u32 wrapping (docs/sources.md#fc-credit-counters).
 	fwdCnt, rxCnt, lastFwdCntToPeer uint32
 	peerBufAlloc, peerFwdCnt        uint32
 	pending                         pendingRX
@@ -99,17 +99,17 @@ func (c *conn) willExpire(now time.Duration) bool { return c.hasExpiry && c.expi
 func (c *conn) hasExpired(now time.Duration) bool { return c.hasExpiry && c.expiry <= now }
 
 // peerAvailCredit is peer_buf_alloc - (rx_cnt - peer_fwd_cnt) in wrapping
-// u32, with no clamp (notes 2.4).
+// u32, with no clamp (docs/sources.md#fc-credit-counters).
 func (c *conn) peerAvailCredit() uint32 { return c.peerBufAlloc - (c.rxCnt - c.peerFwdCnt) }
 
 // peerNeedsCreditUpdate: the free space the peer last heard of is below the
 // threshold, i.e. more than 61,440 bytes forwarded since the last report
-// with Firecracker's constants (notes 2.4).
+// with Firecracker's constants (docs/sources.md#fc-credit-update).
 func (c *conn) peerNeedsCreditUpdate() bool {
 	return txBufSize-(c.fwdCnt-c.lastFwdCntToPeer) < c.d.prof.CreditUpdateThreshold
 }
 
-// wantsIn is EPOLLIN interest (FC get_polled_evset; notes 2.6).
+// wantsIn is EPOLLIN interest (FC get_polled_evset; docs/sources.md#fc-polled-evset).
 func (c *conn) wantsIn() bool {
 	switch {
 	case c.state == stateKilled || c.state == stateLocalClosed || (c.state == statePeerClosed && c.rcvOff):

@@ -12,7 +12,7 @@ import (
 
 // recvPkt fills h (and the payload room of b) with the packet this
 // connection owes the guest, in FC's fixed priority (FC@v1.14.0
-// connection.rs recv_pkt; notes 2.3). It reports false for NoData.
+// connection.rs recv_pkt; docs/sources.md#fc-recv-pkt). It reports false for NoData.
 func (c *conn) recvPkt(b *rxBuffer, h *virtio.Header) bool {
 	d := c.d
 	*h = virtio.Header{

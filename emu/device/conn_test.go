@@ -51,7 +51,7 @@ func TestLocalRequestArmsTimerOnEmission(t *testing.T) {
 }
 
 // FC@v1.14.0 csm/connection.rs test_local_request_timeout with the muxer's
-// sweep (unix/muxer.rs sweep_killq; notes 4.2, 4.6): an unanswered REQUEST
+// sweep (unix/muxer.rs sweep_killq; docs/sources.md#fc-ok-ack, #fc-rxq-killq): an unanswered REQUEST
 // expires after 2000 ms, but only a new connection's sweep acts on it: then
 // the guest gets an RST and the host stream closes with no reply.
 func TestLocalRequestTimeoutKilledBySweep(t *testing.T) {
@@ -92,7 +92,7 @@ func TestRxDataBecomesRW(t *testing.T) {
 }
 
 // Released Firecracker emits one RW per readiness and relies on
-// level-triggered epoll to come back while data remains (notes 2.3): a
+// level-triggered epoll to come back while data remains (docs/sources.md#fc-recv-pkt): a
 // stream larger than one RX buffer still arrives whole, one buffer per RW.
 func TestRxStreamSpansBuffers(t *testing.T) {
 	r := newRig(t, "firecracker-1.14", 8)
@@ -212,7 +212,7 @@ func TestCreditRequestFromPeer(t *testing.T) {
 // FC@v1.14.0 csm/connection.rs test_credit_update_to_peer: with fwd_cnt at
 // 61,434 since the last report, a 4-byte RW (61,438) leaves nothing pending
 // and a second one (61,442, more than 61,440) pends a CREDIT_UPDATE
-// (notes 2.4: strictly more than 61,440).
+// (docs/sources.md#fc-credit-update: strictly more than 61,440).
 func TestCreditUpdateThreshold(t *testing.T) {
 	r := newRig(t, "firecracker-1.14", 4)
 	s := r.guestConnect(r.listen(1024), 1024, 2000)

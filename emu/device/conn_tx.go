@@ -9,7 +9,7 @@ import (
 // into the host stream and the TX buffer.
 
 // sendPkt is a guest packet routed to this connection (FC@v1.14.0
-// connection.rs send_pkt; notes 2.2).
+// connection.rs send_pkt; docs/sources.md#fc-send-pkt).
 func (c *conn) sendPkt(p *txPacket) {
 	d := c.d
 	h := &p.hdr
@@ -69,7 +69,7 @@ func (c *conn) sendPkt(p *txPacket) {
 }
 
 // sendBytes forwards an RW payload (FC@v1.14.0 connection.rs send_bytes;
-// notes 2.5): appended to the TX buffer if that already holds data, else
+// docs/sources.md#fc-notify-txbuf): appended to the TX buffer if that already holds data, else
 // written iovec by iovec with the rest buffered.
 func (c *conn) sendBytes(p *txPacket) error {
 	n := p.payloadLen()
@@ -149,7 +149,7 @@ func (c *conn) pushPayload(p *txPacket, skip uint64) (uint64, error) {
 }
 
 // notifyOut is EPOLLOUT: flush the TX buffer (FC@v1.14.0 connection.rs
-// notify; notes 2.5).
+// notify; docs/sources.md#fc-notify-txbuf).
 func (c *conn) notifyOut() {
 	d := c.d
 	if c.txb.empty() {

@@ -56,7 +56,7 @@ func readConnectLine(r ConnectLineReader, s *uds.Conn) (uint32, string, error) {
 
 // readLineFirecracker is FC@v1.14.0 unix/muxer.rs read_local_stream_port:
 // read_exact of 10 bytes on the non-blocking stream, then one byte at a time
-// until '\n' or 32 bytes (notes 4.1). Bytes after '\n' stay in the stream.
+// until '\n' or 32 bytes (docs/sources.md#fc-connect-line). Bytes after '\n' stay in the stream.
 func readLineFirecracker(s *uds.Conn) ([]byte, error) {
 	var buf [connectMaxLine]byte
 	if err := readExact(s, buf[:connectMinRead]); err != nil {

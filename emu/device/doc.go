@@ -11,8 +11,8 @@
 // run does what Firecracker's event loop does for the same events.
 //
 // Behaviour that differs between versions is data, a Profile. The
-// behavioural spec is /work/notes/firecracker-vsock.md ("notes" in
-// comments); every rule cites the source it models, written
+// evidence, upstream file and function per rule, is docs/sources.md (cited
+// by anchor); every rule cites the source it models, written
 // "FC@<tag> <file>" for Firecracker (paths under
 // src/vmm/src/devices/virtio/vsock/), "CH@<tag> <file>" for Cloud Hypervisor
 // (virtio-devices/src/vsock/) and "VD@d7ec5e4 <file>" for

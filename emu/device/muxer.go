@@ -18,7 +18,7 @@ type localStream struct {
 }
 
 // muxer routes guest packets to connections and connections' packets to
-// the guest, and owns the host listener (FC@v1.14.0 unix/muxer.rs; notes 4).
+// the guest, and owns the host listener (FC@v1.14.0 unix/muxer.rs; docs/sources.md#fc-muxer).
 type muxer struct {
 	d     *Device
 	conns map[connKey]*conn
@@ -206,7 +206,7 @@ func (m *muxer) killConnection(k connKey) {
 }
 
 // sweepKillq kills every queued connection whose timer expired, rebuilding
-// the queue once when it ran dry out of sync (FC sweep_killq; notes 4.6).
+// the queue once when it ran dry out of sync (FC sweep_killq; docs/sources.md#fc-rxq-killq).
 // It runs only from addConnection: there is no periodic timer.
 func (m *muxer) sweepKillq() {
 	now := m.d.eng.Now()

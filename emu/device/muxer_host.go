@@ -33,7 +33,7 @@ func (m *muxer) acceptAll() {
 }
 
 // handleLocal reads the CONNECT line of a host connection at its first
-// readiness and turns it into a LocalInit connection (notes 4.1).
+// readiness and turns it into a LocalInit connection (docs/sources.md#fc-connect-line).
 func (m *muxer) handleLocal(ls *localStream) {
 	d := m.d
 	ls.s.OnReady = nil
@@ -66,7 +66,7 @@ func (m *muxer) handleLocal(ls *localStream) {
 }
 
 // handlePeerRequest is a guest REQUEST for an unknown key: connect to
-// "<uds_path>_<port>" (FC handle_peer_request_pkt; notes 4.5).
+// "<uds_path>_<port>" (FC handle_peer_request_pkt; docs/sources.md#fc-peer-request).
 func (m *muxer) handlePeerRequest(h *virtio.Header) {
 	d := m.d
 	path := d.cfg.UDSPath + "_" + strconv.FormatUint(uint64(h.DstPort), 10)
@@ -102,7 +102,7 @@ func (m *muxer) refuse(h *virtio.Header) {
 }
 
 // ack writes "OK <port>\n" when a host-initiated connection is accepted by
-// the guest, with one raw write not counted in fwd_cnt (notes 4.2).
+// the guest, with one raw write not counted in fwd_cnt (docs/sources.md#fc-ok-ack).
 func (m *muxer) ack(c *conn) {
 	d := m.d
 	port := c.key.local

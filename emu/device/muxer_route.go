@@ -5,7 +5,7 @@ import (
 	"github.com/vsocklab/vsocklab/virtio"
 )
 
-// sendPkt routes a guest packet (FC@v1.14.0 muxer.rs send_pkt; notes 4.4;
+// sendPkt routes a guest packet (FC@v1.14.0 muxer.rs send_pkt; docs/sources.md#fc-muxer-checks;
 // VD@d7ec5e4 thread_backend.rs send_pkt for ChecksVhostUser).
 func (m *muxer) sendPkt(p *txPacket) {
 	d := m.d
@@ -59,7 +59,7 @@ func (m *muxer) sendPkt(p *txPacket) {
 }
 
 // recvPkt fills the next packet for the guest (FC@v1.14.0 muxer.rs recv_pkt;
-// notes 4.6). It reports false for NoData.
+// docs/sources.md#fc-rxq-killq). It reports false for NoData.
 func (m *muxer) recvPkt(b *rxBuffer, h *virtio.Header) bool {
 	if m.rxq.n == 0 && !m.rxq.synced {
 		m.rxq.rebuild(m)

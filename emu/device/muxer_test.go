@@ -13,7 +13,7 @@ import (
 	"github.com/vsocklab/vsocklab/virtio"
 )
 
-// FC@v1.14.0 unix/muxer.rs test_bad_peer_pkt (notes 4.4): a non-STREAM
+// FC@v1.14.0 unix/muxer.rs test_bad_peer_pkt (docs/sources.md#fc-muxer-checks): a non-STREAM
 // packet gets an RST whatever its op and CID (the type check comes first);
 // packets for no connection get an RST unless they are REQUESTs, guest RSTs
 // included; a wrong dst_cid is dropped silently.
@@ -95,7 +95,7 @@ func TestPeerConnectionRefusedThenAccepted(t *testing.T) {
 	require.Zero(t, r.stats().Violations)
 }
 
-// FC@v1.14.0 unix/muxer.rs test_local_connection (notes 4.1, 4.2): the host
+// FC@v1.14.0 unix/muxer.rs test_local_connection (docs/sources.md#fc-connect-line, #fc-ok-ack): the host
 // writes "CONNECT <port>\n", the guest gets a REQUEST from the first local
 // port, answers RESPONSE, the host reads "OK <port>\n"; bytes the host sent
 // right after the line are the stream's first bytes.
@@ -113,7 +113,7 @@ func TestLocalConnectionConnectOKAndData(t *testing.T) {
 	require.Contains(t, r.log(), "host connect CONNECT 1025 -> local port 1073741824")
 }
 
-// FC@v1.14.0 unix/muxer.rs test_regression_handshake (notes 2.4, 4.2): the
+// FC@v1.14.0 unix/muxer.rs test_regression_handshake (docs/sources.md#fc-credit-update, #fc-ok-ack): the
 // OK line is a raw write, not counted in fwd_cnt.
 func TestRegressionHandshakeOKNotInFwdCnt(t *testing.T) {
 	r := newRig(t, "firecracker-1.14", 4)
@@ -154,7 +154,7 @@ func TestMuxerPeerCloseBothFlags(t *testing.T) {
 
 // A peer SHUTDOWN with data still in the TX buffer arms the 2000 ms timer
 // instead of an RST; the flush that empties the buffer then pends the RST
-// (FC@v1.14.0 connection.rs send_pkt and notify; notes 2.2, 2.5).
+// (FC@v1.14.0 connection.rs send_pkt and notify; docs/sources.md#fc-send-pkt, #fc-notify-txbuf).
 func TestPeerShutdownWaitsForTxBufferDrain(t *testing.T) {
 	r := newRig(t, "firecracker-1.14", 4)
 	r.ns.SetBufferSize(10) // SOCK_MIN_SNDBUF: the first 4,480 bytes fill it
@@ -178,7 +178,7 @@ func TestPeerShutdownWaitsForTxBufferDrain(t *testing.T) {
 	r.noConn(1026, 1025)
 }
 
-// FC@v1.14.0 unix/muxer.rs test_muxer_rxq (notes 4.6): 256 RESPONSEs fill
+// FC@v1.14.0 unix/muxer.rs test_muxer_rxq (docs/sources.md#fc-rxq-killq): 256 RESPONSEs fill
 // the RX queue in sync; the 257th desyncs it; an RST (refused connect) then
 // evicts the newest RESPONSE and comes out last; the drained, unsynced queue
 // is rebuilt from the connections and yields the two RESPONSEs left (in key
@@ -219,7 +219,7 @@ func TestMuxerRxqFillDesyncEvictResync(t *testing.T) {
 	require.True(t, r.dev.Muxer().RxqSynced)
 }
 
-// FC@v1.14.0 unix/muxer.rs test_muxer_killq (notes 4.6): 129 connections
+// FC@v1.14.0 unix/muxer.rs test_muxer_killq (docs/sources.md#fc-rxq-killq): 129 connections
 // get a shutdown timer; the kill queue holds 128 and desyncs on the 129th.
 // After 2000 ms a new REQUEST sweeps it: exactly 128 are killed (the 129th
 // has already expired at the rebuild and is never queued), one resync, and
@@ -313,7 +313,7 @@ func TestConnectionLimit(t *testing.T) {
 	}
 }
 
-// FC@v1.14.0 unix/muxer.rs read_local_stream_port (notes 4.1) and
+// FC@v1.14.0 unix/muxer.rs read_local_stream_port (docs/sources.md#fc-connect-line) and
 // VD@d7ec5e4 vhu_vsock_thread.rs read_local_stream_port: which lines open a
 // connection, and what happens to bytes after the newline.
 func TestConnectLine(t *testing.T) {

@@ -274,7 +274,7 @@ func TestRXErrorLineMatchesDevice(t *testing.T) {
 // TestRXCommitRefusesOversizedPacket: an RX chain longer than 65,580 bytes
 // lets a read exceed 64 KiB; commit_hdr refuses it with InvalidPktLen and the
 // buffer is used with length 0 (FC@v1.16.1 device.rs process_rx, packet.rs
-// commit_hdr; notes 1.5, derived).
+// commit_hdr; docs/sources.md#fc-process-rx, derived).
 func TestRXCommitRefusesOversizedPacket(t *testing.T) {
 	r := newRig(t, "firecracker-1.14", 1)
 	r.autoRepost = false

@@ -38,7 +38,7 @@ func (d *Device) parseRX(v *chainView, b *rxBuffer) pktErr {
 	}
 }
 
-// FC@v1.5.1 packet.rs from_rx_virtq_head (notes 1.2), and Cloud Hypervisor
+// FC@v1.5.1 packet.rs from_rx_virtq_head (docs/sources.md#fc-rx-parse-legacy), and Cloud Hypervisor
 // before v35.0 (CH@v34.0 virtio-devices/src/vsock/packet.rs
 // from_rx_virtq_head, the same code): a header descriptor and exactly one
 // data descriptor, whose whole length is the payload room.
@@ -68,7 +68,7 @@ func (d *Device) parseRXFCLegacy(v *chainView, b *rxBuffer) pktErr {
 }
 
 // FC@v1.16.1 packet.rs VsockPacketRx::parse over iovec.rs
-// IoVecBufferMut::append_descriptor_chain (notes 1.4): any shape, header at
+// IoVecBufferMut::append_descriptor_chain (docs/sources.md#fc-rx-parse): any shape, header at
 // chain offset 0, payload room = total - 44, no upper bound at parse time.
 func (d *Device) parseRXFC(v *chainView, b *rxBuffer) pktErr {
 	var total uint64
@@ -93,7 +93,7 @@ func (d *Device) parseRXFC(v *chainView, b *rxBuffer) pktErr {
 	return pktErr{}
 }
 
-// CH@v50.0 / CH@v51.0 packet.rs from_rx_virtq_head (notes 7). The data
+// CH@v50.0 / CH@v51.0 packet.rs from_rx_virtq_head (docs/sources.md#ch-rx-parse). The data
 // descriptor's direction is not checked.
 func (d *Device) parseRXCH(v *chainView, b *rxBuffer) pktErr {
 	h := v.descs[0]

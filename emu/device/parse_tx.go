@@ -76,7 +76,7 @@ func (d *Device) readHeaderAt(addr uint64, p *txPacket) error {
 	return nil
 }
 
-// FC@v1.5.1 packet.rs from_tx_virtq_head, checks in source order (notes 1.1).
+// FC@v1.5.1 packet.rs from_tx_virtq_head, checks in source order (docs/sources.md#fc-tx-parse-legacy).
 func (d *Device) parseTXFCLegacy(v *chainView, p *txPacket) pktErr {
 	h := v.descs[0]
 	switch {
@@ -114,7 +114,7 @@ func (d *Device) parseTXFCLegacy(v *chainView, p *txPacket) pktErr {
 }
 
 // FC@v1.16.1 packet.rs VsockPacketTx::parse over iovec.rs
-// IoVecBuffer::load_descriptor_chain (notes 1.3): the whole chain is loaded
+// IoVecBuffer::load_descriptor_chain (docs/sources.md#fc-tx-parse): the whole chain is loaded
 // first, then the header and length are checked.
 func (d *Device) parseTXFC(v *chainView, p *txPacket) pktErr {
 	var total uint64
@@ -149,7 +149,7 @@ func (d *Device) parseTXFC(v *chainView, p *txPacket) pktErr {
 }
 
 // CH@v50.0 packet.rs from_tx_virtq_head (TXCloudHypervisor) and CH@v51.0
-// (TXCloudHypervisorWalk), checks in source order (notes 7).
+// (TXCloudHypervisorWalk), checks in source order (docs/sources.md#ch-tx-parse).
 func (d *Device) parseTXCH(v *chainView, p *txPacket) pktErr {
 	h := v.descs[0]
 	switch {

@@ -9,7 +9,7 @@ import (
 	"github.com/vsocklab/vsocklab/virtio"
 )
 
-// Snapshot is what a device saves (notes 5.4): the rings' positions and,
+// Snapshot is what a device saves (docs/sources.md#fc-snapshot-state): the rings' positions and,
 // where the profile saves them, the port allocator and the RX gate. No
 // connection survives.
 type Snapshot struct {
@@ -30,8 +30,8 @@ type Snapshot struct {
 }
 
 // Snapshot is prepare_save plus save: the TRANSPORT_RESET is posted before
-// or after the state is captured, or not at all, per profile (notes 5.1,
-// 5.2). Afterwards the device is dead like an exited process: its host
+// or after the state is captured, or not at all, per profile (docs/sources.md#fc-reset-event,
+// #fc-reset-on-snapshot). Afterwards the device is dead like an exited process: its host
 // streams are closed, its listener unbound, and it processes nothing more.
 func (d *Device) Snapshot() (Snapshot, error) {
 	if d.dead {
@@ -68,7 +68,7 @@ func (d *Device) Snapshot() (Snapshot, error) {
 // postReset is send_transport_reset_event (FC@v1.16.1 device.rs): pop one
 // event buffer, write u32 0 at its address (no direction or length check),
 // return it with its own length, arm the gate, interrupt. With no buffer it
-// fails with EmptyQueue and nothing else happens (notes 5.1).
+// fails with EmptyQueue and nothing else happens (docs/sources.md#fc-reset-event).
 func (d *Device) postReset() bool {
 	q := d.q[virtio.QueueEvent]
 	if q == nil {
@@ -120,8 +120,8 @@ func (d *Device) exit() {
 
 // Restore builds a device from a snapshot: a fresh muxer (no connections,
 // listener bound again), ring positions restored, the port allocator per
-// profile, and the resume kick scheduled at the current virtual time (notes
-// 5.4, 5.5, 5.6).
+// profile, and the resume kick scheduled at the current virtual time (see
+// docs/sources.md#fc-snapshot-state, #fc-persisted-ports, #fc-fly-random-port).
 func Restore(eng *engine.Engine, p Profile, cfg Config, s Snapshot) (*Device, error) {
 	d, err := New(eng, p, cfg)
 	if err != nil {
@@ -156,7 +156,7 @@ func Restore(eng *engine.Engine, p Profile, cfg Config, s Snapshot) (*Device, er
 
 // Resume is the device's kick() on resume, called by Restore and to be
 // called by the world after a bare pause/resume (FC@v1.14.0, FC@v1.16.1,
-// FC@main device.rs kick; notes 5.2, 5.3).
+// FC@main device.rs kick; docs/sources.md#fc-reset-on-snapshot, #fc-rx-gate).
 func (d *Device) Resume() {
 	if d.dead || d.halted {
 		return

@@ -11,7 +11,7 @@ import (
 )
 
 // FC@v1.16.1 device.rs test_prepare_save_emits_transport_reset_when_active
-// and test_send_transport_reset_event_sets_pending_event_ack (notes 5.1):
+// and test_send_transport_reset_event_sets_pending_event_ack (docs/sources.md#fc-reset-event):
 // the snapshot posts TRANSPORT_RESET (id 0, used with the buffer's own
 // length) and interrupts; then the device is gone like an exited process.
 func TestSnapshotPostsTransportReset(t *testing.T) {
@@ -31,8 +31,8 @@ func TestSnapshotPostsTransportReset(t *testing.T) {
 	require.Len(t, r.txUsed, used, "a dead device processes nothing")
 }
 
-// FC@v1.16.1 device.rs test_send_transport_reset_event_empty_queue (notes
-// 5.1): with no event buffer the reset fails with EmptyQueue, is logged,
+// FC@v1.16.1 device.rs test_send_transport_reset_event_empty_queue (see
+// docs/sources.md#fc-reset-event): with no event buffer the reset fails with EmptyQueue, is logged,
 // counted, and the RX gate is not armed.
 func TestSnapshotWithEmptyEventQueue(t *testing.T) {
 	r := newRig(t, "firecracker-1.16", 4, withEvents(0))
@@ -52,7 +52,7 @@ func TestCloudHypervisorSnapshotPostsNoReset(t *testing.T) {
 	require.Empty(t, r.reapEvents())
 }
 
-// FC v1.5.1..v1.9.x (src/vmm/src/device_manager/persist.rs; notes 5.2):
+// FC v1.5.1..v1.9.x (src/vmm/src/device_manager/persist.rs; docs/sources.md#fc-reset-on-snapshot):
 // the reset goes out after the state was saved, so the saved event queue
 // predates it, and nothing re-signals the guest on resume.
 func TestResetAfterSaveIsNotSignalledOnResume(t *testing.T) {
@@ -72,7 +72,7 @@ func TestResetAfterSaveIsNotSignalledOnResume(t *testing.T) {
 	require.Equal(t, irqs+1, r14.irqs, "v1.10+: the resume kick signals the event queue")
 }
 
-// Ports after restore, by profile (notes 4.3, 5.5, 5.6; FC@v1.15.0
+// Ports after restore, by profile (docs/sources.md#fc-port-allocation, #fc-persisted-ports, #fc-fly-random-port; FC@v1.15.0
 // persist.rs test_persist_uds_backend; superfly PR #7; VD@d7ec5e4
 // allocate_local_port): three host connections, snapshot, restore, and the
 // first port handed out after it.
@@ -114,7 +114,7 @@ func TestPortAllocatorAfterRestore(t *testing.T) {
 
 // FC@v1.16.1 event_handler.rs test_pending_event_ack_gates_rx,
 // test_pending_event_ack_gates_txq_drain and
-// test_evq_event_clears_flag_without_pending_rx (notes 5.3): after restore
+// test_evq_event_clears_flag_without_pending_rx (docs/sources.md#fc-rx-gate): after restore
 // RX is held until the guest notifies the event queue; TX still drains.
 func TestRXGateHeldUntilEventQueueNotify(t *testing.T) {
 	r := newRig(t, "firecracker-1.16", 4)
@@ -160,7 +160,7 @@ func TestBareResumeGate(t *testing.T) {
 
 // FC main saves the gate: a snapshot whose reset was never acknowledged
 // restores gated, and the kick re-signals the event queue only then
-// (notes 5.3; FC@main persist.rs test_persist_pending_event_ack).
+// (docs/sources.md#fc-rx-gate; FC@main persist.rs test_persist_pending_event_ack).
 func TestPersistedGateSurvivesRestore(t *testing.T) {
 	r := newRig(t, "firecracker-main", 4)
 	snap := r.snapshot()
@@ -198,7 +198,7 @@ func TestResumeReplaysTX(t *testing.T) {
 }
 
 // No connection survives a restore and no RST is sent for the old ones: the
-// guest learns only from the reset event (notes 5.4).
+// guest learns only from the reset event (docs/sources.md#fc-snapshot-state).
 func TestRestoreStartsWithNoConnections(t *testing.T) {
 	r := newRig(t, "firecracker-1.14", 4)
 	r.guestConnect(r.listen(1024), 1024, 2000)

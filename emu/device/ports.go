@@ -3,7 +3,7 @@ package device
 import "math/rand/v2"
 
 // fixedStartLast is Firecracker's local_port_last at muxer construction:
-// the first port handed out is 2^30 (FC@v1.14.0 unix/muxer.rs new; notes 4.3).
+// the first port handed out is 2^30 (FC@v1.14.0 unix/muxer.rs new; docs/sources.md#fc-port-allocation).
 const fixedStartLast = 1<<30 - 1
 
 // portAllocator hands out host-side ports for host-initiated connections.

@@ -25,7 +25,7 @@ func (d *Device) next(q *vq, name string) (v *chainView, more bool) {
 }
 
 // processTX pops every available TX chain (FC@v1.16.1 device.rs process_tx;
-// notes 1.5).
+// docs/sources.md#fc-process-tx).
 func (d *Device) processTX() {
 	q := d.q[virtio.QueueTX]
 	for !d.halted {
@@ -110,7 +110,7 @@ func (d *Device) acceptTX(p *txPacket, v *chainView) {
 }
 
 // processRX fills RX buffers while the muxer has something to say
-// (FC@v1.16.1 device.rs process_rx; notes 1.5). A buffer the muxer has no
+// (FC@v1.16.1 device.rs process_rx; docs/sources.md#fc-process-rx). A buffer the muxer has no
 // packet for goes back to the available ring.
 func (d *Device) processRX() {
 	if d.gate {

@@ -10,17 +10,17 @@ type TXParse uint8
 
 const (
 	// TXFirecrackerLegacy: header in the head descriptor, payload in exactly
-	// the next descriptor (FC@v1.5.1 packet.rs from_tx_virtq_head; notes 1.1).
+	// the next descriptor (FC@v1.5.1 packet.rs from_tx_virtq_head; docs/sources.md#fc-tx-parse-legacy).
 	TXFirecrackerLegacy TXParse = iota
 	// TXFirecracker: the whole chain is one byte string, any shape
-	// (FC@v1.6.0 from_tx_virtq_head, FC@v1.16.1 VsockPacketTx::parse; notes 1.3).
+	// (FC@v1.6.0 from_tx_virtq_head, FC@v1.16.1 VsockPacketTx::parse; docs/sources.md#fc-tx-parse).
 	TXFirecracker
 	// TXCloudHypervisor: header in the head descriptor; payload either the
 	// rest of a lone head or exactly one data descriptor, further
-	// descriptors never read (CH@v50.0 packet.rs from_tx_virtq_head; notes 7).
+	// descriptors never read (CH@v50.0 packet.rs from_tx_virtq_head; docs/sources.md#ch-tx-parse).
 	TXCloudHypervisor
 	// TXCloudHypervisorWalk: as TXCloudHypervisor, but two or more data
-	// descriptors are walked and copied (CH@v51.0, PR #7680; notes 7).
+	// descriptors are walked and copied (CH@v51.0, PR #7680; docs/sources.md#ch-tx-parse).
 	TXCloudHypervisorWalk
 	// TXRustVMM: the rust-vmm virtio-vsock crate used by vhost-device-vsock
 	// (rust-vmm/vm-virtio@049ef9fe virtio-vsock/src/packet.rs
@@ -39,14 +39,14 @@ type RXParse uint8
 const (
 	// RXFirecrackerLegacy: header descriptor plus exactly one data
 	// descriptor; a lone descriptor is BufDescMissing (FC@v1.5.1
-	// from_rx_virtq_head; the 6.1.63 breakage, FC issue #4284; notes 1.2).
+	// from_rx_virtq_head; the 6.1.63 breakage, FC issue #4284; docs/sources.md#fc-rx-parse-legacy).
 	RXFirecrackerLegacy RXParse = iota
 	// RXFirecracker: any shape, header at chain offset 0 (FC@v1.16.1
-	// VsockPacketRx::parse; notes 1.4).
+	// VsockPacketRx::parse; docs/sources.md#fc-rx-parse).
 	RXFirecracker
 	// RXCloudHypervisor: header in the head; payload the next descriptor or
 	// the rest of a lone head; a third descriptor is ignored (CH@v50.0
-	// from_rx_virtq_head; notes 7).
+	// from_rx_virtq_head; docs/sources.md#ch-rx-parse).
 	RXCloudHypervisor
 	// RXCloudHypervisorStrict: as RXCloudHypervisor, but a data descriptor
 	// with a successor is BufDescTooSmall (CH@v51.0 from_rx_virtq_head).
@@ -72,13 +72,13 @@ type PortPolicy uint8
 const (
 	// PortsFixedStart: local_port_last = 2^30 - 1 whenever a muxer is built,
 	// restore included, so the first port is always 1073741824 (FC before
-	// v1.15.0, CH; notes 4.3, 5.5).
+	// v1.15.0, CH; docs/sources.md#fc-port-allocation, #fc-persisted-ports).
 	PortsFixedStart PortPolicy = iota
 	// PortsPersisted: local_port_last is saved in the snapshot and allocation
-	// continues after restore (FC v1.15.0+, PR #5688; notes 5.5).
+	// continues after restore (FC v1.15.0+, PR #5688; docs/sources.md#fc-persisted-ports).
 	PortsPersisted
 	// PortsRandomStart: local_port_last = (random u32 &^ 2^31) | 2^30 at every
-	// muxer build (Fly's fork, superfly/firecracker PR #7; notes 5.6).
+	// muxer build (Fly's fork, superfly/firecracker PR #7; docs/sources.md#fc-fly-random-port).
 	PortsRandomStart
 	// PortsFromZero: a wrapping counter from 0 that skips ports in use;
 	// guest-initiated connections mark their port used too
@@ -100,11 +100,11 @@ const (
 	RXGateNone RXGateMode = iota
 	// RXGateArmedOnKick: armed when the reset is published and on every
 	// resume kick, cleared by any event-queue notify, not persisted
-	// (FC v1.16.0/v1.16.1, PR #5882; notes 5.3).
+	// (FC v1.16.0/v1.16.1, PR #5882; docs/sources.md#fc-rx-gate).
 	RXGateArmedOnKick
 	// RXGatePersisted: armed when the reset is published, saved in the
 	// snapshot; the resume kick only re-signals the event queue when it is
-	// set (FC main, PR #6100, unreleased; notes 5.3).
+	// set (FC main, PR #6100, unreleased; docs/sources.md#fc-rx-gate).
 	RXGatePersisted
 )
 
@@ -121,10 +121,10 @@ const (
 	ResetNone ResetEvent = iota
 	// ResetAfterSave: posted after the device state was captured, so the
 	// saved event-queue position predates it (FC v1.5.1..v1.9.x,
-	// src/vmm/src/device_manager/persist.rs; notes 5.2).
+	// src/vmm/src/device_manager/persist.rs; docs/sources.md#fc-reset-on-snapshot).
 	ResetAfterSave
 	// ResetBeforeSave: posted, then the state captured (FC v1.10.0+; from
-	// v1.15.0 in prepare_save; notes 5.2).
+	// v1.15.0 in prepare_save; docs/sources.md#fc-reset-on-snapshot).
 	ResetBeforeSave
 )
 
@@ -138,7 +138,7 @@ type GuestChecks uint8
 const (
 	// ChecksFirecracker: non-STREAM -> RST; dst_cid != 2 -> drop; unknown
 	// key and not REQUEST -> RST; refused connect -> RST (FC@v1.14.0
-	// unix/muxer.rs send_pkt; notes 4.4).
+	// unix/muxer.rs send_pkt; docs/sources.md#fc-muxer-checks).
 	ChecksFirecracker GuestChecks = iota
 	// ChecksVhostUser: src_cid != guest CID -> drop; dst_cid != 2 -> drop
 	// (sibling-VM forwarding is not modelled); non-STREAM -> drop; unknown
@@ -155,7 +155,7 @@ type ConnectLineReader uint8
 const (
 	// LineFirecracker: 10 bytes with read_exact, then byte by byte up to '\n'
 	// or 32 bytes; bytes after '\n' stay in the socket (FC@v1.14.0
-	// unix/muxer.rs read_local_stream_port; notes 4.1).
+	// unix/muxer.rs read_local_stream_port; docs/sources.md#fc-connect-line).
 	LineFirecracker ConnectLineReader = iota
 	// LineBufReader: BufReader::read_until('\n'): everything readable is
 	// pulled into an 8 KiB buffer that is then dropped, so bytes after '\n'
@@ -168,7 +168,7 @@ type AckPort uint8
 
 const (
 	// AckLocalPort: the host-side port the device allocated (FC@v1.14.0
-	// unix/muxer.rs apply_conn_mutation; notes 4.2).
+	// unix/muxer.rs apply_conn_mutation; docs/sources.md#fc-ok-ack).
 	AckLocalPort AckPort = iota
 	// AckPeerPort: the guest port from the CONNECT line (VD@d7ec5e4
 	// vsock_conn.rs send_pkt: format!("OK {}\n", self.peer_port)).
@@ -201,7 +201,7 @@ type Profile struct {
 	// path"). Modelled as the device halting.
 	HaltOnShortInlineTX bool
 	// RXDrain: after a read the Rw bit stays set, so one readiness drains
-	// the stream (FC main, PR #6041/#6077; notes 2.3). Released versions
+	// the stream (FC main, PR #6041/#6077; docs/sources.md#fc-recv-pkt). Released versions
 	// emit one RW per readiness and rely on level-triggered epoll.
 	RXDrain bool
 	// ResetInPlace: the device implements the virtio reset (FC main,
@@ -210,15 +210,15 @@ type Profile struct {
 	// reset.
 	ResetInPlace bool
 	// KillClearsTxBuf: kill() also discards the TX buffer (FC main commit
-	// 65c2ec472; notes 2.6).
+	// 65c2ec472; docs/sources.md#fc-polled-evset).
 	KillClearsTxBuf bool
 	Reset           ResetEvent
 	// ResumeSignalsEventQueue: the resume kick raises the event-queue
 	// interrupt so the guest sees the reset (FC v1.10.0+ device_manager
-	// "kick vsock", the device's kick() from v1.13.0; notes 5.2).
+	// "kick vsock", the device's kick() from v1.13.0; docs/sources.md#fc-reset-on-snapshot).
 	ResumeSignalsEventQueue bool
 	// ResumeReplaysTX: the resume kick replays the TX queue notification
-	// (FC v1.16.1, PR #5958; notes 5.3).
+	// (FC v1.16.1, PR #5958; docs/sources.md#fc-rx-gate).
 	ResumeReplaysTX bool
 	Checks          GuestChecks
 	ConnectLine     ConnectLineReader
@@ -234,7 +234,7 @@ type Profile struct {
 	CreditUpdateThreshold uint32
 	// MaxConnections caps the muxer's connection map; 0 is the cap of every
 	// modelled device, Firecracker's MAX_CONNECTIONS of 1,023 (FC unix/mod.rs,
-	// inherited by Cloud Hypervisor; notes 4). Raising it models no real
+	// inherited by Cloud Hypervisor; docs/sources.md#fc-muxer). Raising it models no real
 	// device: it exists for scale experiments such as 10,000 connections in
 	// one world.
 	MaxConnections int
@@ -269,7 +269,7 @@ func (p *Profile) rxErrorSuffix() string {
 // iovec.rs read_volatile_at / write_volatile_at).
 func (p *Profile) fixedIovecs() bool { return !p.DuplicateOnPartialWrite }
 
-const fcSources = "FC = firecracker-microvm/firecracker, paths under src/vmm/src/devices/virtio/vsock/; spec /work/notes/firecracker-vsock.md"
+const fcSources = "FC = firecracker-microvm/firecracker, paths under src/vmm/src/devices/virtio/vsock/; evidence: docs/sources.md#firecracker"
 
 var profiles = []Profile{
 	{
@@ -341,7 +341,7 @@ var profiles = []Profile{
 	},
 	{
 		Name:                    "firecracker-fly",
-		Source:                  "Fly's fork superfly/firecracker, PR #7 \"vmm: start with random local vsock port\" (merged 2025-10-13, known from the PR corpus only): local_port_last = (getrandom u32 &^ 2^31) | 2^30 in the muxer constructor, so every boot and restore starts at a random port. UNVERIFIED base version: modelled as Firecracker v1.14 (the PR's diff context looks pre-1.15; a v1.15+ base would overwrite the random start with the saved value on restore). Notes 5.6.",
+		Source:                  "Fly's fork superfly/firecracker, PR #7 \"vmm: start with random local vsock port\" (merged 2025-10-13, known from the PR corpus only): local_port_last = (getrandom u32 &^ 2^31) | 2^30 in the muxer constructor, so every boot and restore starts at a random port. UNVERIFIED base version: modelled as Firecracker v1.14 (the PR's diff context looks pre-1.15; a v1.15+ base would overwrite the random start with the saved value on restore); see docs/sources.md#fc-fly-random-port.",
 		TX:                      TXFirecracker,
 		RX:                      RXFirecracker,
 		Ports:                   PortsRandomStart,
@@ -351,7 +351,7 @@ var profiles = []Profile{
 	},
 	{
 		Name:                  "cloud-hypervisor-50",
-		Source:                "Cloud Hypervisor v35.0..v50.x (CH@v50.0 9a24680abdfe virtio-devices/src/vsock/packet.rs, PR #5692): header in the head descriptor, payload a lone head's tail or exactly one data descriptor; a nonlinear header+32K+32K packet fails BufDescTooSmall, used 0, no RST; a lone descriptor shorter than 44+len panics the worker when forwarded (fixed v52.0, 9f405a21a); no TRANSPORT_RESET on snapshot (device.rs snapshot() only saves state); csm/muxer as Firecracker's, fixed-start ports. Notes 7.",
+		Source:                "Cloud Hypervisor v35.0..v50.x (CH@v50.0 9a24680abdfe virtio-devices/src/vsock/packet.rs, PR #5692): header in the head descriptor, payload a lone head's tail or exactly one data descriptor; a nonlinear header+32K+32K packet fails BufDescTooSmall, used 0, no RST; a lone descriptor shorter than 44+len panics the worker when forwarded (fixed v52.0, 9f405a21a); no TRANSPORT_RESET on snapshot (device.rs snapshot() only saves state); csm/muxer as Firecracker's, fixed-start ports; see docs/sources.md#ch-tx-parse, #ch-snapshot.",
 		TX:                    TXCloudHypervisor,
 		RX:                    RXCloudHypervisor,
 		Ports:                 PortsFixedStart,
@@ -361,7 +361,7 @@ var profiles = []Profile{
 	},
 	{
 		Name:                  "cloud-hypervisor-51",
-		Source:                "Cloud Hypervisor v51.x (CH@v51.0 00e106e53e7b, PR #7680 bf6f0f835): TX walks two or more data descriptors into an owned buffer; RX rejects a data descriptor with a successor (BufDescTooSmall); the lone-descriptor panic remains until v52.0. Notes 7.",
+		Source:                "Cloud Hypervisor v51.x (CH@v51.0 00e106e53e7b, PR #7680 bf6f0f835): TX walks two or more data descriptors into an owned buffer; RX rejects a data descriptor with a successor (BufDescTooSmall); the lone-descriptor panic remains until v52.0; see docs/sources.md#ch-tx-parse, #ch-rx-parse.",
 		TX:                    TXCloudHypervisorWalk,
 		RX:                    RXCloudHypervisorStrict,
 		Ports:                 PortsFixedStart,
@@ -371,7 +371,7 @@ var profiles = []Profile{
 	},
 	{
 		Name:                  "cloud-hypervisor-52",
-		Source:                "Cloud Hypervisor v52.0+ (CH@v52.0 1314ac883c64): as v51 plus the inline TX bounds check (9f405a21a): a short lone descriptor is BufDescTooSmall. Notes 7.",
+		Source:                "Cloud Hypervisor v52.0+ (CH@v52.0 1314ac883c64): as v51 plus the inline TX bounds check (9f405a21a): a short lone descriptor is BufDescTooSmall; see docs/sources.md#ch-tx-parse.",
 		TX:                    TXCloudHypervisorWalk,
 		RX:                    RXCloudHypervisorStrict,
 		Ports:                 PortsFixedStart,

@@ -34,10 +34,10 @@ func TestLookupProfile(t *testing.T) {
 }
 
 // A 64 KiB RW laid out as 6.12.68+/6.17 kernels do (header + 32 KiB + 32 KiB,
-// facts section 4): Cloud Hypervisor before v51 fails it with
+// docs/sources.md#linux-tx-layout): Cloud Hypervisor before v51 fails it with
 // BufDescTooSmall, returns it used with length 0 and sends no RST, so the
 // guest's credit shrinks for good (seed 000's wedge; CH@v50.0 packet.rs,
-// notes 7); v51 (PR #7680) and Firecracker v1.6+ deliver it intact.
+// docs/sources.md#ch-tx-parse); v51 (PR #7680) and Firecracker v1.6+ deliver it intact.
 func TestNonlinear64KPacket(t *testing.T) {
 	payload := bytes.Repeat([]byte("vsocklab-nonlinear-"), 65536/19+1)[:65536]
 	for prof, delivered := range map[string]bool{
@@ -150,7 +150,7 @@ func TestVhostPortsAndAck(t *testing.T) {
 	require.Equal(t, []uint32{0, 2}, ports)
 }
 
-// FC v1.6.0..v1.13.x iovec bug (notes 1.6; issue #5475, fixed by PR #5485
+// FC v1.6.0..v1.13.x iovec bug (docs/sources.md#fc-iovec-partial; issue #5475, fixed by PR #5485
 // in v1.14.0): when the host stream takes exactly the first payload iovec
 // and would block on the second, send_bytes sees the error, counts 0 bytes
 // written and buffers the whole payload: the host gets the first 32 KiB
@@ -208,7 +208,7 @@ func TestPartialWriteDuplication(t *testing.T) {
 	}
 }
 
-// The RX half of the same bug (notes 1.6, derived): bytes read into an
+// The RX half of the same bug (docs/sources.md#fc-iovec-partial): bytes read into an
 // earlier iovec of a multi-descriptor RX buffer are lost when the read for
 // the next one would block; from v1.14 the partial count is delivered.
 func TestPartialReadLoss(t *testing.T) {
@@ -234,7 +234,7 @@ func TestPartialReadLoss(t *testing.T) {
 }
 
 // The lab's determinism contract: the same scripted scenario gives the same
-// event log, byte for byte (design.md "Determinism contract").
+// event log, byte for byte (docs/sources.md#lab-determinism).
 func TestDeterministicLog(t *testing.T) {
 	scenario := func() string {
 		r := newRig(t, "firecracker-fly", 8, withSeed(7))

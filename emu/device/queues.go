@@ -5,7 +5,7 @@ import (
 	"time"
 )
 
-// Muxer limits (FC unix/mod.rs, every version; notes 4).
+// Muxer limits (FC unix/mod.rs, every version; docs/sources.md#fc-muxer).
 const (
 	maxConnections = 1023 // MAX_CONNECTIONS
 	rxqSize        = 256  // MUXER_RXQ_SIZE
@@ -18,8 +18,8 @@ type rxEntry struct {
 	key connKey
 }
 
-// rxQueue is the muxer's RX queue (FC@v1.14.0 unix/muxer_rxq.rs; notes
-// 4.6): a FIFO of 256 entries plus a synced flag. Once out of sync it
+// rxQueue is the muxer's RX queue (FC@v1.14.0 unix/muxer_rxq.rs; see
+// docs/sources.md#fc-rxq-killq): a FIFO of 256 entries plus a synced flag. Once out of sync it
 // refuses connection entries (and lets an RST evict the newest connection
 // entry) until it is rebuilt from the connection map.
 type rxQueue struct {
@@ -83,7 +83,7 @@ type killItem struct {
 }
 
 // killQueue is the muxer's kill queue (FC@v1.14.0 unix/muxer_killq.rs;
-// notes 4.6): a FIFO of 128 (key, expiry) with a synced flag.
+// docs/sources.md#fc-rxq-killq): a FIFO of 128 (key, expiry) with a synced flag.
 type killQueue struct {
 	buf    [killqSize]killItem
 	head   int

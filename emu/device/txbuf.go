@@ -12,7 +12,7 @@ const txBufSize = TxBufSize // the package's short name for it
 var errTxBufFull = errors.New("TxBufFull")
 
 // txBuf is the per-connection ring that holds guest data the host stream
-// would not take yet (FC@v1.14.0 csm/txbuf.rs; notes 3). head and tail are
+// would not take yet (FC@v1.14.0 csm/txbuf.rs; docs/sources.md#fc-txbuf). head and tail are
 // wrapping byte counters; the storage is allocated on the first push.
 type txBuf struct {
 	data       []byte

@@ -30,7 +30,7 @@ func (s *sink) write(p []byte) (int, error) {
 }
 
 // FC@v1.14.0 csm/txbuf.rs test_push_nowrap, test_push_wrap, test_push_error,
-// test_incomplete_flush, test_flush_error (notes 3).
+// test_incomplete_flush, test_flush_error (docs/sources.md#fc-txbuf).
 func TestTxBuf(t *testing.T) {
 	t.Run("push and flush without wrap", func(t *testing.T) {
 		var b txBuf
@@ -99,7 +99,7 @@ func TestTxBuf(t *testing.T) {
 	})
 }
 
-// FC@v1.14.0 unix/muxer.rs allocate_local_port (notes 4.3): 2^30 first,
+// FC@v1.14.0 unix/muxer.rs allocate_local_port (docs/sources.md#fc-port-allocation): 2^30 first,
 // ports in the set skipped, 2^31-1 wraps to 2^30; a freed port is reused
 // only when the counter comes round again.
 func TestPortAllocatorFirecracker(t *testing.T) {
@@ -141,7 +141,7 @@ func TestPortAllocatorFromZero(t *testing.T) {
 	require.Equal(t, uint32(4), p, "wrapped past the used 0..3")
 }
 
-// Rust's <u32 as FromStr> (notes 4.1: '+' and leading zeros accepted, no
+// Rust's <u32 as FromStr> (docs/sources.md#fc-connect-line: '+' and leading zeros accepted, no
 // '-', at most 4294967295).
 func TestParseRustU32(t *testing.T) {
 	for s, want := range map[string]int64{

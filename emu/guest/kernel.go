@@ -5,8 +5,8 @@
 // does. Profiles (profile.go) select the era's behaviour.
 //
 // Sources: net/vmw_vsock/af_vsock.c, virtio_transport_common.c and
-// virtio_transport.c, as summarised in the project's reference facts
-// (sections 2 to 4). The model is pure: no goroutines, no clock but the
+// virtio_transport.c; the rules and their commits are in
+// docs/sources.md#linux. The model is pure: no goroutines, no clock but the
 // engine's, no I/O.
 package guest
 
@@ -36,6 +36,10 @@ type Config struct {
 	// Notify kicks the device's queue. It is called synchronously and must
 	// only schedule work.
 	Notify func(queue int)
+	// OnCredit, when set, sees every change of a connected socket's credit
+	// (see Credit), at the engine's current time. It is called
+	// synchronously and must not call back into the kernel.
+	OnCredit func(Credit)
 }
 
 // eventBuffers is how many event buffers the driver posts.
@@ -427,7 +431,7 @@ func (k *Kernel) reapEvents() {
 
 // transportReset is virtio_vsock_reset_sock for every connected socket:
 // TCP_CLOSE, sk_err = ECONNRESET, an error report. No packet is sent,
-// SOCK_DONE is not set and nothing leaves any table (facts section 3).
+// SOCK_DONE is not set and nothing leaves any table (docs/sources.md#linux-transport-reset).
 func (k *Kernel) transportReset() {
 	k.stats.TransportResets++
 	keys := make([]connKey, 0, len(k.connected))

@@ -24,7 +24,7 @@ func TestLookupProfileListsKnownNames(t *testing.T) {
 }
 
 func TestPostsReceiveAndEventBuffers(t *testing.T) {
-	// Linux notes section 9: receive buffers until the ring is full, in the
+	// docs/sources.md#linux-rx-buffers: receive buffers until the ring is full, in the
 	// era's layout; eight 4-byte event buffers.
 	for _, tc := range []struct {
 		profile string
@@ -57,7 +57,7 @@ func TestConnectHandshake(t *testing.T) {
 	r.run()
 	sent := r.take()
 	require.Len(t, sent, 1)
-	// Facts section 3: REQUEST carries the socket's buf_alloc (256 KiB
+	// docs/sources.md#linux-dispatch, #linux-credit: REQUEST carries the socket's buf_alloc (256 KiB
 	// default) and fwd_cnt 0; the port is ephemeral, above 1023.
 	h := sent[0].hdr
 	require.Equal(t, virtio.OpRequest, h.Op)
@@ -76,7 +76,7 @@ func TestConnectHandshake(t *testing.T) {
 }
 
 func TestConnectRefusedByRST(t *testing.T) {
-	// Facts section 3: connect, RST -> ECONNRESET.
+	// docs/sources.md#linux-dispatch: connect, RST -> ECONNRESET.
 	r := newRig(t, mustProfile(t, "linux-6.12.68"))
 	s := r.k.Socket()
 	require.ErrorIs(t, r.k.Connect(s, 2, 9000), syscall.EINPROGRESS)
@@ -87,14 +87,14 @@ func TestConnectRefusedByRST(t *testing.T) {
 	require.True(t, done)
 	require.ErrorIs(t, err, syscall.ECONNRESET)
 	require.Zero(t, r.k.ConnectedCount())
-	// The failed socket keeps its port until close (Linux notes section 3).
+	// The failed socket keeps its port until close (docs/sources.md#linux-dispatch).
 	require.True(t, s.bound)
 	r.k.Close(s)
 	require.False(t, s.bound)
 }
 
 func TestConnectTimesOutAfterTwoSeconds(t *testing.T) {
-	// Facts section 3: VSOCK_DEFAULT_CONNECT_TIMEOUT = 2 s -> ETIMEDOUT, and
+	// docs/sources.md#linux-dispatch: VSOCK_DEFAULT_CONNECT_TIMEOUT = 2 s -> ETIMEDOUT, and
 	// a late RESPONSE is answered with RST.
 	r := newRig(t, mustProfile(t, "linux-6.12.68"))
 	s := r.k.Socket()
@@ -131,7 +131,7 @@ func TestListenerAcceptsAndUnboundPortResets(t *testing.T) {
 }
 
 func TestBacklogAdmitsOneMore(t *testing.T) {
-	// Linux notes section 2: sk_acceptq_is_full is strictly greater, so
+	// docs/sources.md#linux-dispatch: sk_acceptq_is_full is strictly greater, so
 	// listen(fd, N) admits N+1 unaccepted children.
 	r := newRig(t, mustProfile(t, "linux-6.12.68"))
 	l := r.k.Socket()
@@ -144,7 +144,7 @@ func TestBacklogAdmitsOneMore(t *testing.T) {
 }
 
 func TestTXLayoutByKernel(t *testing.T) {
-	// Facts section 4 and Linux notes section 9: how one packet of each size
+	// docs/sources.md#linux-tx-layout, #linux-rx-buffers: how one packet of each size
 	// is laid out over TX descriptors.
 	tests := []struct {
 		profile string
@@ -194,7 +194,7 @@ func TestTXLayoutByKernel(t *testing.T) {
 }
 
 func TestSendCutAtSixtyFourKiBAndCredit(t *testing.T) {
-	// Facts section 2: a send is cut into packets of at most 64 KiB and at
+	// docs/sources.md#linux-credit: a send is cut into packets of at most 64 KiB and at
 	// most the free credit; the writer then waits (EAGAIN here).
 	r := newRig(t, mustProfile(t, "linux-6.12.67"))
 	s := r.established()
@@ -225,7 +225,7 @@ func TestSendCutAtSixtyFourKiBAndCredit(t *testing.T) {
 }
 
 func TestCreditFormulas(t *testing.T) {
-	// Facts section 2: when the peer shrinks buf_alloc below what is in
+	// docs/sources.md#linux-credit: when the peer shrinks buf_alloc below what is in
 	// flight, the u32 formula wraps to ~4 GiB of credit, s64 and min clamp
 	// at zero; min also caps the window at the sender's own buffer.
 	for _, tc := range []struct {
@@ -252,7 +252,7 @@ func TestCreditFormulas(t *testing.T) {
 }
 
 func TestReadAdvancesFwdCntPerPacketAndSendsCreditUpdate(t *testing.T) {
-	// Facts section 2: fwd_cnt moves by a whole packet once it is fully
+	// docs/sources.md#linux-fwd-cnt: fwd_cnt moves by a whole packet once it is fully
 	// read; with 93b808876682 a read that empties the queue sends
 	// CREDIT_UPDATE.
 	r := newRig(t, mustProfile(t, "linux-6.12.68"))
@@ -290,7 +290,7 @@ func TestCreditRequestIsAnswered(t *testing.T) {
 }
 
 func TestTransportResetLeavesSocketsInTheTable(t *testing.T) {
-	// Facts section 3: TRANSPORT_RESET puts connected sockets in TCP_CLOSE
+	// docs/sources.md#linux-transport-reset: TRANSPORT_RESET puts connected sockets in TCP_CLOSE
 	// with ECONNRESET, sends nothing, removes nothing; a REQUEST from the
 	// same host port then hits the reset socket and gets RST; once closed,
 	// the same REQUEST reaches the listener.
@@ -325,7 +325,7 @@ func TestTransportResetLeavesSocketsInTheTable(t *testing.T) {
 }
 
 func TestPeerShutdownBothRemovesAndResets(t *testing.T) {
-	// Linux notes section 6: peer SHUTDOWN(both) with nothing unread -> RST
+	// docs/sources.md#linux-shutdown: peer SHUTDOWN(both) with nothing unread -> RST
 	// and do_close; 3a5cc90a4d17 removes the socket from the connected table.
 	r := newRig(t, mustProfile(t, "linux-6.12.68"))
 	_, c := r.listening(10000, 1<<30)
@@ -357,7 +357,7 @@ func TestShutdownFlagsAreSticky(t *testing.T) {
 }
 
 func TestCloseLingersEightSeconds(t *testing.T) {
-	// Facts section 3: close() on an established socket sends
+	// docs/sources.md#linux-shutdown: close() on an established socket sends
 	// SHUTDOWN(RCV|SEND) and lingers up to 8 s, then RST.
 	r := newRig(t, mustProfile(t, "linux-6.12.68"))
 	s := r.established()
@@ -386,7 +386,7 @@ func TestCloseEndsLingerOnPeerRST(t *testing.T) {
 }
 
 func TestReceiveQueueLimit(t *testing.T) {
-	// Facts section 2: with skbs counted, a 256 KiB buffer refuses the
+	// docs/sources.md#linux-rx-limit: with skbs counted, a 256 KiB buffer refuses the
 	// packet that arrives when 455 are queued (SKB_TRUESIZE(0) = 576); 200
 	// bytes is too big to be merged (GOOD_COPY_LEN 128). The byte-only check
 	// takes them all.
@@ -492,7 +492,7 @@ func TestProfilesNameTheirReleases(t *testing.T) {
 }
 
 func TestReceiveCheckAfterPartialRead(t *testing.T) {
-	// Linux notes section 1: before 45ca7e9f0730 (6.12) the receive check
+	// docs/sources.md#linux-rx-limit: before 45ca7e9f0730 (6.12) the receive check
 	// counts unread bytes (rx_bytes); since, bytes held by skbs not yet
 	// fully read (buf_used). After 100 bytes of a full 6,000-byte buffer are
 	// read, a 100-byte packet fits the first and overruns the second.
@@ -528,7 +528,7 @@ func TestReceiveCheckAfterPartialRead(t *testing.T) {
 }
 
 func TestSmallPacketsMerge(t *testing.T) {
-	// Linux notes section 1: payloads of at most 128 bytes are appended to
+	// docs/sources.md#linux-fwd-cnt: payloads of at most 128 bytes are appended to
 	// the tail skb; fwd_cnt then moves by the merged skb once it is read.
 	r := newRig(t, mustProfile(t, "linux-6.12.68"))
 	_, c := r.listening(10000, 1<<30)
@@ -546,7 +546,7 @@ func TestSmallPacketsMerge(t *testing.T) {
 }
 
 func TestRXBufferChecks(t *testing.T) {
-	// Linux notes section 9: a used length under 44 is dropped; with
+	// docs/sources.md#linux-rx-checks: a used length under 44 is dropped; with
 	// 0dab92484474 so is a hdr.len larger than what the device wrote.
 	r := newRig(t, mustProfile(t, "linux-6.12.68"))
 	_, c := r.listening(10000, 1<<30)
@@ -560,7 +560,7 @@ func TestRXBufferChecks(t *testing.T) {
 }
 
 func TestEphemeralPortsAreSeededAndSequential(t *testing.T) {
-	// Facts section 1: a counter seeded once above 1023, +1 per connect.
+	// docs/sources.md#linux-ephemeral-port: a counter seeded once above 1023, +1 per connect.
 	r := newRig(t, mustProfile(t, "linux-6.12.68"))
 	a, b := r.k.Socket(), r.k.Socket()
 	require.ErrorIs(t, r.k.Connect(a, 2, 1), syscall.EINPROGRESS)
@@ -588,7 +588,7 @@ func TestEphemeralPortsGiveUpAfterTwentyFourTries(t *testing.T) {
 }
 
 func TestSendQueueWhenRingFull(t *testing.T) {
-	// Linux notes section 9: a full TX ring keeps packets queued in order;
+	// docs/sources.md#linux-rx-checks: a full TX ring keeps packets queued in order;
 	// nothing is dropped.
 	r := newRig(t, mustProfile(t, "linux-6.12.68"))
 	_, c := r.listening(10000, 1<<30)
@@ -708,9 +708,9 @@ func TestBufferSizeIsClampedAndAnnounced(t *testing.T) {
 }
 
 func TestRequestOnLiveSocket(t *testing.T) {
-	// Facts section 3: a REQUEST whose 4-tuple matches a live connected
+	// docs/sources.md#linux-reset-leak: a REQUEST whose 4-tuple matches a live connected
 	// socket is dropped silently in Linux (the host's connect times out);
-	// DropRequestOnLive=false answers RST instead, as the seed's write-up
+	// DropRequestOnLive=false answers RST instead, as the incident's write-up
 	// ("rejected") could also be read. A reset socket answers RST either
 	// way (TestTransportResetLeavesSocketsInTheTable).
 	for _, drop := range []bool{true, false} {

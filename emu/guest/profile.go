@@ -6,7 +6,7 @@ import (
 )
 
 // TXLayout is how a kernel lays one vsock packet out over TX descriptors
-// (facts section 4; Linux notes section 9).
+// (docs/sources.md#linux-tx-layout).
 type TXLayout uint8
 
 const (
@@ -28,7 +28,7 @@ func (l TXLayout) String() string {
 	return [...]string{"two-desc", "linear", "nonlinear"}[l]
 }
 
-// RXLayout is the receive buffer a kernel posts (facts section 4).
+// RXLayout is the receive buffer a kernel posts (docs/sources.md#linux-rx-buffers).
 type RXLayout uint8
 
 const (
@@ -62,8 +62,8 @@ func (l RXLayout) bufs() []uint32 {
 }
 
 // mergeRoom is how many payload bytes a received skb can hold in total,
-// which bounds merging of small packets into the tail skb (Linux notes
-// section 1: 4096 in the pkt era, about 7,828 for 6.3-6.16 skbs from an
+// which bounds merging of small packets into the tail skb (see
+// docs/sources.md#linux-fwd-cnt: 4096 in the pkt era, about 7,828 for 6.3-6.16 skbs from an
 // 8 KiB kmalloc, 3,732 for 6.17 buffers).
 func (l RXLayout) mergeRoom() uint32 {
 	switch l {
@@ -158,7 +158,7 @@ type Profile struct {
 	// LimitCountsUnread: the receive check is rx_bytes + len > buf_alloc,
 	// counting only unread bytes, not those of a partly read skb
 	// (virtio_transport_inc_rx_pkt before 45ca7e9f0730 "fix rx_bytes
-	// accounting", 6.12; not in 6.6.y or 6.1.y; Linux notes section 1).
+	// accounting", 6.12; not in 6.6.y or 6.1.y; docs/sources.md#linux-rx-limit).
 	LimitCountsUnread bool
 
 	// RXHdrLenCheck drops a used RX buffer whose hdr.len exceeds the bytes
@@ -182,7 +182,7 @@ type Profile struct {
 	// DropRequestOnLive: a REQUEST that finds a live connected socket with
 	// the same 4-tuple is dropped silently (Linux); false would answer RST
 	// as a reset socket does. Reset sockets (TCP_CLOSE) always answer RST.
-	// Kept as a knob because Fly's write-up says only "rejected".
+	// Kept as a knob because Fly's write-up says only "rejected" (docs/sources.md#linux-reset-leak).
 	DropRequestOnLive bool
 }
 

@@ -7,7 +7,7 @@ import (
 )
 
 // recvPkt is virtio_transport_recv_pkt: find the socket, refresh its view
-// of the peer's credit, and act by state (Linux notes section 1).
+// of the peer's credit, and act by state (docs/sources.md#linux-rx-limit).
 func (k *Kernel) recvPkt(hdr *virtio.Header, payload []byte) {
 	if hdr.Type != virtio.TypeStream && hdr.Type != virtio.TypeSeqpacket {
 		k.replyRST(hdr)
@@ -36,8 +36,12 @@ func (k *Kernel) recvPkt(hdr *virtio.Header, payload []byte) {
 		return
 	}
 	if s.state != StateListen {
+		changed := s.peerBufAlloc != hdr.BufAlloc || s.peerFwdCnt != hdr.FwdCnt
 		s.peerBufAlloc = hdr.BufAlloc
 		s.peerFwdCnt = hdr.FwdCnt
+		if changed && s.state == StateEstablished {
+			k.creditChanged(s)
+		}
 		if k.free(s) > 0 {
 			k.wake(s)
 		}
@@ -60,7 +64,7 @@ func (k *Kernel) recvPkt(hdr *virtio.Header, payload []byte) {
 	default:
 		// TCP_CLOSE, notably a socket a transport reset left behind: any
 		// packet, a new REQUEST from the same host port included, is
-		// answered with RST (facts section 3, "THE LEAK").
+		// answered with RST (docs/sources.md#linux-reset-leak).
 		if hdr.Op == virtio.OpRequest {
 			k.stats.RequestsOnResetSockets++
 			k.logConn("REQUEST from %d:%d to port %d hit %s in %s: RST", hdr.SrcCID, hdr.SrcPort, hdr.DstPort, s, s.state)
@@ -111,6 +115,7 @@ func (k *Kernel) recvListen(l *Socket, hdr *virtio.Header) {
 	l.acceptq = append(l.acceptq, c)
 	l.ackBacklog++
 	k.logConn("%s accepted %s as %s", l, c.remote, c)
+	k.creditChanged(c)
 	k.sendCtl(c, virtio.OpResponse, 0)
 	k.wake(l)
 }
@@ -125,6 +130,7 @@ func (k *Kernel) recvConnecting(s *Socket, hdr *virtio.Header) {
 		s.ssConnected = true
 		k.hashConnected(s)
 		k.logConn("%s connected %s -> %s", s, s.local, s.remote)
+		k.creditChanged(s)
 		k.wake(s)
 	case virtio.OpInvalid:
 	case virtio.OpRST:

@@ -180,7 +180,7 @@ func (k *Kernel) bindPort(s *Socket, cid uint64, port uint32) {
 
 // seedPorts seeds the ephemeral port counter on the first bind of any kind,
 // with a random value in [1024, 0xffffffff] (get_random_u32_above(1023),
-// Linux 6.2+; facts section 1, Linux notes section 8).
+// Linux 6.2+; docs/sources.md#linux-ephemeral-port).
 func (k *Kernel) seedPorts() {
 	if k.portCounter == 0 {
 		k.portCounter = 1024 + uint32(k.eng.Rand().Uint64N(1<<32-1024))
@@ -217,7 +217,7 @@ func (k *Kernel) Listen(s *Socket, backlog int) error {
 }
 
 // Accept takes the oldest child from the accept queue, or EAGAIN. Children
-// reset before accept are handed out all the same (Linux notes section 2).
+// reset before accept are handed out all the same (docs/sources.md#linux-dispatch).
 func (k *Kernel) Accept(l *Socket) (*Socket, error) {
 	if l.state != StateListen {
 		return nil, syscall.EINVAL
@@ -351,6 +351,7 @@ func (k *Kernel) Send(s *Socket, p []byte, cont bool) (int, error) {
 		}
 		sent += chunk
 	}
+	k.creditChanged(s)
 	return int(sent), nil
 }
 
@@ -411,6 +412,9 @@ func (k *Kernel) dequeue(s *Socket, p []byte) int {
 	}
 	s.rxBytes -= uint32(n)
 	s.popSkbs(done)
+	if done > 0 {
+		k.creditChanged(s)
+	}
 	// virtio_transport_stream_do_dequeue: with 93b808876682 an update also
 	// goes out when fwd_cnt moved and fewer bytes are queued than
 	// sock_rcvlowat, the amount that would wake the reader.

@@ -108,7 +108,7 @@ var connScenarios = []connScenario{
 		require.Equal(t, io.EOF, <-got)
 	}},
 	{"transport reset gives ECONNRESET then ENOTCONN", func(t *testing.T, l *Lab) {
-		// Facts section 3: a blocked read wakes with ECONNRESET, later
+		// docs/sources.md#linux-transport-reset: a blocked read wakes with ECONNRESET, later
 		// reads get ENOTCONN, writes ENOTCONN.
 		errs := make(chan error, 3)
 		guestAccept(t, l, 5000, func(c net.Conn) {
@@ -140,7 +140,7 @@ var connScenarios = []connScenario{
 	}},
 	{"dial to a host port nobody listens on gives ECONNRESET", func(t *testing.T, l *Lab) {
 		// The device cannot connect to <uds>_9999 and answers RST
-		// (facts section 5), which connect() reports as ECONNRESET.
+		// (docs/sources.md#fc-peer-request), which connect() reports as ECONNRESET.
 		_, err := l.Guest.Dial(2, 9999)
 		require.ErrorIs(t, err, syscall.ECONNRESET)
 	}},
@@ -233,7 +233,7 @@ var configuredScenarios = []struct {
 		require.Equal(t, "dial", op.Op)
 	}},
 	{"receive-queue overrun resets with ENOBUFS (linux-7.0-reset)", Config{Config: emu.Config{Kernel: "linux-7.0-reset"}}, func(t *testing.T, l *Lab) {
-		// Facts section 2 (Linux 7.0, libkrun #795): the 456th queued
+		// docs/sources.md#linux-rx-limit (Linux 7.0, libkrun #795): the 456th queued
 		// packet on a 256 KiB socket overruns the receive queue; the
 		// kernel sends RST and sets sk_err = ENOBUFS, which a write
 		// blocked on credit returns (vsock_connectible_sendmsg). The
@@ -295,8 +295,9 @@ func TestConnScenariosAreDeterministic(t *testing.T) {
 }
 
 // TestManyBubblesWithYamux runs yamux in 60 bubbles in one process (10
-// without VSOCKLAB_FULL): yamux's process-wide timer pool crashes the
-// second bubble unless the lab empties the pool between bubbles.
+// without VSOCKLAB_FULL): the timer-pool hazard
+// (docs/sources.md#go-yamux-timer-pool) crashes the second bubble unless
+// the lab empties the pool between bubbles.
 func TestManyBubblesWithYamux(t *testing.T) {
 	i := slices.IndexFunc(connScenarios, func(sc connScenario) bool { return strings.HasPrefix(sc.name, "yamux") })
 	require.NotEqual(t, -1, i, "no yamux scenario")

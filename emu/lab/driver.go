@@ -112,8 +112,9 @@ type driver struct {
 	mu       sync.Mutex
 	pending  []*request
 	posted   []*request
-	stopping bool // asked to stop: the current round is the last
-	stopped  bool // stopped: requests fail at once
+	quiet    []*request // applied once nothing else moves at this instant
+	stopping bool       // asked to stop: the current round is the last
+	stopped  bool       // stopped: requests fail at once
 	poke     chan struct{}
 
 	// Owned by the driver goroutine.
@@ -197,6 +198,25 @@ func (d *driver) do(r *request) {
 	<-r.done
 }
 
+// doQuiet submits r to run once the current instant has settled, and
+// blocks until it has: see Lab.Observe.
+func (d *driver) doQuiet(r *request) {
+	r.done = make(chan struct{})
+	d.mu.Lock()
+	if d.stopped {
+		d.mu.Unlock()
+		r.fail(errLabClosed)
+		return
+	}
+	d.quiet = append(d.quiet, r)
+	d.mu.Unlock()
+	select {
+	case d.poke <- struct{}{}:
+	default:
+	}
+	<-r.done
+}
+
 // post submits r without waiting for it: for operations that never block
 // in real life (Close, SetDeadline, CloseWrite), which programs routinely
 // call while holding their own locks. Waiting for the driver there could
@@ -268,6 +288,11 @@ func (d *driver) loop() {
 		posted, batch := d.posted, d.pending
 		d.posted, d.pending = nil, nil
 		stopped := d.stopping
+		if len(posted) == 0 && len(batch) == 0 && len(d.ready) == 0 {
+			// Every program is blocked and nobody waits to be woken: the
+			// instant has settled, and the quiet requests see all of it.
+			batch, d.quiet = d.quiet, nil
+		}
 		d.w.Eng.RunUntil(d.now())
 		if idleFired && len(posted) == 0 && len(batch) == 0 && !stopped {
 			d.deadlocked()
@@ -303,6 +328,10 @@ func (d *driver) loop() {
 				close(r.done)
 			}
 			d.ready = d.ready[n:]
+			d.mu.Unlock()
+			continue
+		}
+		if len(d.quiet) > 0 { // a round with nothing else applies them
 			d.mu.Unlock()
 			continue
 		}
@@ -496,8 +525,8 @@ func (b Blocked) String() string {
 // shutdownLocked fails every request still waiting and every later one.
 func (d *driver) shutdownLocked() {
 	d.stopped = true
-	batch := d.pending
-	d.pending, d.posted = nil, nil
+	batch := slices.Concat(d.pending, d.quiet)
+	d.pending, d.posted, d.quiet = nil, nil, nil
 	d.finalBlocked = d.blocked()
 	for _, f := range d.onStop {
 		f()

@@ -146,6 +146,24 @@ func (l *Lab) Do(f func(w *emu.World) error) error {
 	return ferr
 }
 
+// Observe runs f on the world once the current virtual instant has
+// settled, after every operation the programs make at this time, and
+// returns its error. Do runs at the instant's first deterministic point,
+// before the programs' operations of that instant (a log line written at
+// the same time, a packet a timer sends); Observe sees their effects, so
+// that a measure taken at the end of a scenario is the scenario's final
+// one. f must not block.
+func (l *Lab) Observe(f func(w *emu.World) error) error {
+	var ferr error
+	l.d.doQuiet(&request{
+		key:     reqKey{op: opWorld},
+		desc:    "world observation",
+		attempt: func(bool) bool { ferr = f(l.d.w); return true },
+		fail:    func(e error) { ferr = e },
+	})
+	return ferr
+}
+
 // Suspend snapshots the VM: the guest freezes, the device posts the reset
 // event and its host connections die. Guest programs' operations wait.
 func (l *Lab) Suspend() error {

@@ -82,7 +82,7 @@ func TestBulkBothWays(t *testing.T) {
 			got <- buf
 			c.Write(data)
 			// Firecracker does not pass a guest half-close on to the host
-			// stream (notes 2.2): only a full close ends it.
+			// stream (docs/sources.md#fc-send-pkt): only a full close ends it.
 			c.Close()
 		}()
 		c, ok := hybridDial(t, l, 5000)

@@ -35,7 +35,8 @@ func compare(t *testing.T, scenario string, a, b []string) *Comparison {
 	return Run(lab.T(t), fa, fb, sa, sb, replay.Options{})
 }
 
-// golden compares got with testdata/name; -rewrite writes it.
+// golden compares got with the file of that name under testdata; -rewrite
+// writes it.
 func golden(t *testing.T, name, got string) {
 	path := "testdata/" + name
 	if *rewrite {
@@ -122,7 +123,7 @@ func TestScenarioRefusesBadSettings(t *testing.T) {
 		{"wedge-ch50-6.12.68-notimeout-64kib", "device=qemu-9", `unknown device profile`},
 		{"wedge-ch50-6.12.68-notimeout-64kib", "init.write-timeout=2s", "no-write-timeout and write-timeout contradict each other"},
 		{"wedge-ch50-6.12.68-notimeout-64kib", "stream.port=9", "scenario wedge-ch50-6.12.68-notimeout-64kib has no stream directive"},
-		{"wedge-ch50-6.12.68-notimeout-64kib", "-init.keep-reset-sessions", "init (line 28) has no argument keep-reset-sessions"},
+		{"wedge-ch50-6.12.68-notimeout-64kib", "-init.keep-reset-sessions", "init (line 38) has no argument keep-reset-sessions"},
 		{"wedge-ch50-6.12.68-notimeout-64kib", "init.bogus", `init: unknown argument "bogus"`},
 		{"nonesuch", "device=cloud-hypervisor-51", `no scenario named "nonesuch"`},
 		{"", "device=cloud-hypervisor-51", "has 16 scenarios: name one as FILE:SCENARIO"},
