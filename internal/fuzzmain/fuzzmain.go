@@ -1,49 +1,86 @@
 // Package fuzzmain is the TestMain of the packages that hold native fuzz
 // targets. It keeps `go test -fuzz=X -fuzztime=30s` out of a race in Go's
 // fuzz coordinator that fails a healthy run with "context deadline
-// exceeded" and no input (golang/go#75804, fixed in Go 1.27).
+// exceeded" and no failing input (golang/go#75804, fixed in Go 1.27).
 //
 // The race, in Go 1.26's internal/fuzz/fuzz.go, CoordinateFuzzing: a
 // duration -fuzztime becomes ctx = context.WithTimeout(ctx, d), the workers
 // run under its child fuzzCtx = context.WithCancel(ctx), and the main loop
 // answers ctx.Done() with stop(ctx.Err()), which forgives the error only
-// when err == fuzzCtx.Err(). When the timer fires, context's cancel closes
-// the parent's done channel first and cancels the children after; a
-// coordinator goroutine woken on another P in between reads fuzzCtx.Err()
-// == nil and keeps context.DeadlineExceeded as the run's error. The
-// coordinator process is idle while its workers fuzz, so a second P is
-// usually free to steal the woken goroutine: the window is open on every
-// run of every target, and CPU contention (a preempted timer goroutine)
-// widens it.
+// when err == fuzzCtx.Err(). context's cancel closes the parent's done
+// channel before it cancels the children, so a coordinator that wakes in
+// between reads fuzzCtx.Err() == nil and keeps context.DeadlineExceeded as
+// the run's result. Pinning the coordinator to one P does not close the
+// window (measured: still about 1 run in 20 of a 1 s FuzzHeader run fails;
+// the scheduler can preempt the cancelling goroutine in the gap).
 //
-// On one P the woken goroutine waits in the P's run queue until the timer's
-// goroutine has cancelled the children, so stop sees the two errors equal.
-// The coordinator only shuffles inputs between worker processes, which
-// are separate processes with their own GOMAXPROCS (they inherit the
-// environment, not this call), and -parallel was fixed from GOMAXPROCS
-// when the testing flags were defined: fuzzing throughput is unchanged.
+// An interrupt takes another path that has no such window:
+// testing/internal/testdeps.CoordinateFuzzing runs the coordinator under
+// signal.NotifyContext(os.Interrupt) and returns nil when the error is
+// that context's own, so ^C ends a run cleanly, saving what it found. So
+// the coordinator process ends a duration run the way a user would: the
+// -fuzztime the user gave is moved to a timer that interrupts this
+// process, and the coordinator's own deadline is pushed past it, where it
+// is never reached. Counts (-fuzztime=1000x), workers and runs without
+// -fuzz are left alone. Remove this package once go.mod asks for Go 1.27.
 package fuzzmain
 
 import (
 	"flag"
 	"os"
+	"os/signal"
 	"runtime"
+	"strings"
 	"testing"
+	"time"
 )
 
-// Main runs the package's tests, on one P when this process is a fuzz
-// coordinator (-test.fuzz set, -test.fuzzworker not).
+// Main runs the package's tests; when this process coordinates a fuzzing
+// run bounded by a duration, it ends the run with an interrupt instead of
+// the coordinator's deadline.
 func Main(m *testing.M) {
 	flag.Parse()
-	if Coordinator() {
-		runtime.GOMAXPROCS(1)
+	if d, ok := fuzzDuration(); ok && runtime.GOOS != "windows" {
+		interruptAfter(d)
 	}
 	os.Exit(m.Run())
 }
 
-// Coordinator reports whether this test process coordinates fuzzing
-// workers.
-func Coordinator() bool {
-	fuzz, worker := flag.Lookup("test.fuzz"), flag.Lookup("test.fuzzworker")
-	return fuzz != nil && fuzz.Value.String() != "" && (worker == nil || worker.Value.String() != "true")
+// coordinatorSlack is how far past the user's -fuzztime the coordinator's
+// own deadline moves: far enough that workers finishing a slow input after
+// the interrupt never meet it.
+const coordinatorSlack = time.Hour
+
+// fuzzDuration reports the -fuzztime duration of a coordinator process
+// (-test.fuzz set, -test.fuzzworker not), after moving the coordinator's
+// deadline past it.
+func fuzzDuration() (time.Duration, bool) {
+	fuzz, worker, fuzztime := flag.Lookup("test.fuzz"), flag.Lookup("test.fuzzworker"), flag.Lookup("test.fuzztime")
+	if fuzz == nil || fuzz.Value.String() == "" || worker == nil || worker.Value.String() == "true" || fuzztime == nil {
+		return 0, false
+	}
+	v := fuzztime.Value.String()
+	if strings.HasSuffix(v, "x") {
+		return 0, false // a count: no deadline, no race
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d <= 0 {
+		return 0, false // unbounded
+	}
+	if fuzztime.Value.Set((d + coordinatorSlack).String()) != nil {
+		return 0, false
+	}
+	return d, true
+}
+
+// interruptAfter sends this process os.Interrupt after d. A handler is
+// installed first, so that an interrupt arriving before the coordinator
+// installs its own does not kill the process.
+func interruptAfter(d time.Duration) {
+	signal.Notify(make(chan os.Signal, 1), os.Interrupt)
+	time.AfterFunc(d, func() {
+		if p, err := os.FindProcess(os.Getpid()); err == nil {
+			_ = p.Signal(os.Interrupt)
+		}
+	})
 }
