@@ -82,7 +82,7 @@ var commands = map[string]command{
 	"sockets":  {args: map[string]argKind{"limit": number}, run: (*scenarioRun).cmdSockets},
 	"counters": {run: (*scenarioRun).cmdCounters},
 	"report":   {run: (*scenarioRun).cmdReport},
-	"verdict":  {positional: "wedge|resume", check: checkVerdict, run: (*scenarioRun).cmdVerdict},
+	"verdict":  {positional: "wedge|resume|oracles", check: checkVerdict, run: (*scenarioRun).cmdVerdict},
 }
 
 // checkArgs applies a command's argument table.
@@ -200,10 +200,10 @@ func checkTimeline(d *trace.Directive) error {
 
 func checkVerdict(d *trace.Directive) error {
 	switch d.Args[0].Key {
-	case "wedge", "resume":
+	case "wedge", "resume", "oracles":
 		return nil
 	}
-	return d.Errorf("verdict: expected wedge or resume, got %q", d.Args[0].Key)
+	return d.Errorf("verdict: expected wedge, resume or oracles, got %q", d.Args[0].Key)
 }
 
 func checkFault(d *trace.Directive) error {

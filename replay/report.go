@@ -28,8 +28,14 @@ type Report struct {
 	// boot's start sequence is not a resume).
 	Resumes       []time.Duration
 	LeakedSockets int
-	Counters      Counters
-	LogSHA256     string
+	// LeakedByResume is LeakedSockets when each resume's start sequence
+	// ended, in order.
+	LeakedByResume []int
+	// Violations are the device's invariant violations, as its event log
+	// states them.
+	Violations []string
+	Counters   Counters
+	LogSHA256  string
 
 	// What the verdicts weigh besides: the workload's plan and init's write
 	// timeout (0 when it has none).

@@ -50,6 +50,7 @@ type scenarioRun struct {
 	sys       *programs.System
 	logMark   int // the first record the next timeline shows
 	cycles    []hostd.Cycle
+	leakedAt  []int // leaked sockets when each cycle's start sequence ended
 }
 
 func newScenario(file string, d *trace.Directive, opts Options) *scenarioRun {
@@ -204,6 +205,10 @@ func (sr *scenarioRun) record(c hostd.Cycle) {
 		sr.cycles = append(sr.cycles, hostd.Cycle{})
 	}
 	sr.cycles[n] = c
+	for len(sr.leakedAt) <= n {
+		sr.leakedAt = append(sr.leakedAt, 0)
+	}
+	sr.leakedAt[n] = sr.leaked()
 }
 
 func cycleLine(c hostd.Cycle) string {
@@ -421,12 +426,20 @@ func (sr *scenarioRun) measure() {
 			r.WorkloadTotal, r.WorkloadEvery = w.Total, w.Every
 		}
 	}
-	r.Resumes = nil
-	for _, c := range sr.cycles[min(1, len(sr.cycles)):] {
+	r.Resumes, r.LeakedByResume = nil, nil
+	for i, c := range sr.cycles[min(1, len(sr.cycles)):] {
 		r.Resumes = append(r.Resumes, c.TimeToStarted)
+		r.LeakedByResume = append(r.LeakedByResume, sr.leakedAt[i+1])
 	}
 	r.LeakedSockets = sr.leaked()
-	_ = sr.l.Do(func(w *emu.World) error { r.Counters = countersOf(w); return nil })
+	_ = sr.l.Do(func(w *emu.World) error {
+		r.Counters = countersOf(w)
+		r.Violations = r.Violations[:0]
+		for _, v := range w.Dev.Violations() {
+			r.Violations = append(r.Violations, v.String())
+		}
+		return nil
+	})
 }
 
 func (sr *scenarioRun) cmdReport(d *trace.Directive) (string, error) {

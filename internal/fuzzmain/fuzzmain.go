@@ -1,7 +1,27 @@
 // Package fuzzmain is the TestMain of the packages that hold native fuzz
-// targets. It keeps `go test -fuzz=X -fuzztime=30s` out of a race in Go's
-// fuzz coordinator that fails a healthy run with "context deadline
-// exceeded" and no failing input (golang/go#75804, fixed in Go 1.27).
+// targets. It makes plain `go test -fuzz=X -fuzztime=30s` run steadily:
+// it bounds the time Go spends minimizing each new input, and it keeps the
+// run out of a race in Go's fuzz coordinator that fails a healthy run with
+// "context deadline exceeded" and no failing input (golang/go#75804, fixed
+// in Go 1.27).
+//
+// Minimization. Before Go counts a new interesting input it minimizes it
+// (internal/fuzz/minimize.go): about n²/2 execs for an input of n bytes
+// whose every byte counts, for up to -fuzzminimizetime, 60 s by default,
+// and the exec counter stands still until it is done. The targets keep n
+// small and execs cheap (fuzz/harness.go), but on a loaded 2-core machine
+// an exec of FuzzTXChain still costs about half a millisecond, and at the
+// start of a run every mutation of a seed is new: both workers minimized
+// for 15 s. So when the user did not choose -fuzzminimizetime, the
+// coordinator gives each input a budget of MinimizeExecs execs, enough
+// for the minimizer's tail cut and a pass of single-byte removals over a
+// capped input, and soon over: the exec counter moves every few seconds.
+// A count, not a duration: with a duration the coordinator's deadline
+// and the worker's own are the same instant, the coordinator usually
+// wins, and it then kills and restarts the worker (internal/fuzz/worker.go,
+// (*worker).minimize), losing the work and a process start per input
+// (measured: FuzzTXChain fell to 5,401 execs in 26 s with 2s). An explicit
+// -fuzzminimizetime (for a long campaign that wants a small corpus) wins.
 //
 // The race, in Go 1.26's internal/fuzz/fuzz.go, CoordinateFuzzing: a
 // duration -fuzztime becomes ctx = context.WithTimeout(ctx, d), the workers
@@ -30,6 +50,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -40,10 +61,34 @@ import (
 // the coordinator's deadline.
 func Main(m *testing.M) {
 	flag.Parse()
-	if d, ok := fuzzDuration(); ok && runtime.GOOS != "windows" {
-		interruptAfter(d)
+	if coordinator() {
+		boundMinimization()
+		if d, ok := fuzzDuration(); ok && runtime.GOOS != "windows" {
+			interruptAfter(d)
+		}
 	}
 	os.Exit(m.Run())
+}
+
+// MinimizeExecs is the default -fuzzminimizetime of these packages'
+// targets, a count of execs per input.
+const MinimizeExecs = 1000
+
+// coordinator reports whether this process coordinates fuzzing workers:
+// -test.fuzz set, -test.fuzzworker not.
+func coordinator() bool {
+	fuzz, worker := flag.Lookup("test.fuzz"), flag.Lookup("test.fuzzworker")
+	return fuzz != nil && fuzz.Value.String() != "" && worker != nil && worker.Value.String() != "true"
+}
+
+// boundMinimization sets -fuzzminimizetime to MinimizeExecs execs unless
+// the command line set it.
+func boundMinimization() {
+	set := false
+	flag.Visit(func(f *flag.Flag) { set = set || f.Name == "test.fuzzminimizetime" })
+	if f := flag.Lookup("test.fuzzminimizetime"); f != nil && !set {
+		_ = f.Value.Set(strconv.Itoa(MinimizeExecs) + "x")
+	}
 }
 
 // coordinatorSlack is how far past the user's -fuzztime the coordinator's
@@ -51,12 +96,11 @@ func Main(m *testing.M) {
 // the interrupt never meet it.
 const coordinatorSlack = time.Hour
 
-// fuzzDuration reports the -fuzztime duration of a coordinator process
-// (-test.fuzz set, -test.fuzzworker not), after moving the coordinator's
-// deadline past it.
+// fuzzDuration reports the -fuzztime duration of the coordinator, after
+// moving the coordinator's own deadline past it.
 func fuzzDuration() (time.Duration, bool) {
-	fuzz, worker, fuzztime := flag.Lookup("test.fuzz"), flag.Lookup("test.fuzzworker"), flag.Lookup("test.fuzztime")
-	if fuzz == nil || fuzz.Value.String() == "" || worker == nil || worker.Value.String() == "true" || fuzztime == nil {
+	fuzztime := flag.Lookup("test.fuzztime")
+	if fuzztime == nil {
 		return 0, false
 	}
 	v := fuzztime.Value.String()

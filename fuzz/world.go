@@ -1,0 +1,239 @@
+package fuzz
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/vsocklab/vsocklab/emu"
+	"github.com/vsocklab/vsocklab/emu/device"
+	"github.com/vsocklab/vsocklab/emu/guest"
+	"github.com/vsocklab/vsocklab/emu/lab"
+	"github.com/vsocklab/vsocklab/replay"
+)
+
+// World is one configuration of the whole system, as CheckWorld's input
+// chooses it: device and kernel profiles, init's and hostd's options, the
+// workload, an injected fault and suspend/resume cycles. It renders as a
+// trace file (Trace), so that a failing configuration is at once a replay
+// script: `vsocklab replay` runs it to the same verdict.
+type World struct {
+	Device, Kernel string
+	Seed           uint64
+
+	NoWriteTimeout    bool
+	WriteTimeout      time.Duration // 0: init's default
+	KeepResetSessions bool
+	ReadChunk         int           // 0: init's default
+	MetricsInterval   time.Duration // 0: init's default
+	SessionFirst      bool
+
+	Total, Size int // the writer workload: Total bytes in writes of Size
+	Every       time.Duration
+
+	DropTX, DropMinLen int // fault drop-tx n=DropTX min-len=DropMinLen; 0: none
+
+	Cycles       int // suspend/resume cycles after the boot's start sequence
+	Dwell, Pause time.Duration
+}
+
+// The choices DecodeWorld picks from.
+var (
+	worldTotals       = []int{4 << 10, 16 << 10, 64 << 10, 128 << 10, 256 << 10, 512 << 10, 1 << 20, 2 << 20}
+	worldSizes        = []int{512, 1 << 10, 4 << 10, 16 << 10, 32 << 10, 32768 + 4096, 64 << 10, 100 << 10}
+	worldTimeouts     = []time.Duration{0, 500 * time.Millisecond, time.Second, 3 * time.Second}
+	worldReadChunks   = []int{0, 1 << 10, 4 << 10, 16 << 10}
+	worldMetrics      = []time.Duration{0, 100 * time.Millisecond, 500 * time.Millisecond, 2 * time.Second}
+	worldDropMinLens  = []int{1, 4096, 32768, 65536}
+	worldDeviceByName = device.Profiles()
+)
+
+// bits takes n bits from w at shift.
+func bits(w uint64, shift, n uint) int { return int(w >> shift & (1<<n - 1)) }
+
+// DecodeWorld turns three fuzzer words into a configuration. Every word
+// decodes to a valid configuration: the kernel is picked among those whose
+// receive buffers the device takes (emu.RXCompatible), so no input is
+// wasted on a world that cannot be built.
+//
+// Word 0, the system: bits 0-7 the device profile (device.Profiles order,
+// modulo), 8-15 the kernel among the compatible ones, 16 init without its
+// write timeout, 17-18 init's write timeout, 19 init keeps reset session
+// sockets, 20-21 init's read chunk, 22-23 its metrics interval, 24 hostd
+// opens the session first, 32-39 the seed.
+// Word 1, the workload and fault: bits 0-2 total bytes, 3-5 write size,
+// 6-11 milliseconds between writes, 12-15 a TX fault when all four are set
+// (bits 16-17 how many packets, 18-19 their minimum length).
+// Word 2, suspend/resume: bits 0-2 the number of cycles, 3-7 the dwell
+// before each (x 100 ms), 8-12 the pause (x 100 ms).
+func DecodeWorld(w0, w1, w2 uint64) World {
+	var w World
+	dev := worldDeviceByName[bits(w0, 0, 8)%len(worldDeviceByName)]
+	var kernels []string
+	for _, k := range guest.Profiles() {
+		if emu.RXCompatible(dev, k) {
+			kernels = append(kernels, k.Name)
+		}
+	}
+	w.Device = dev.Name
+	if len(kernels) > 0 {
+		w.Kernel = kernels[bits(w0, 8, 8)%len(kernels)]
+	}
+	w.NoWriteTimeout = bits(w0, 16, 1) == 1
+	if !w.NoWriteTimeout {
+		w.WriteTimeout = worldTimeouts[bits(w0, 17, 2)]
+	}
+	w.KeepResetSessions = bits(w0, 19, 1) == 1
+	w.ReadChunk = worldReadChunks[bits(w0, 20, 2)]
+	w.MetricsInterval = worldMetrics[bits(w0, 22, 2)]
+	w.SessionFirst = bits(w0, 24, 1) == 1
+	w.Seed = 1 + uint64(bits(w0, 32, 8))
+
+	w.Total = worldTotals[bits(w1, 0, 3)]
+	w.Size = min(worldSizes[bits(w1, 3, 3)], w.Total)
+	w.Every = time.Duration(bits(w1, 6, 6)) * time.Millisecond
+	if bits(w1, 12, 4) == 15 {
+		w.DropTX = 1 + bits(w1, 16, 2)
+		w.DropMinLen = worldDropMinLens[bits(w1, 18, 2)]
+	}
+
+	w.Cycles = bits(w2, 0, 3)
+	w.Dwell = time.Duration(bits(w2, 3, 5)) * 100 * time.Millisecond
+	w.Pause = time.Duration(1+bits(w2, 8, 5)) * 100 * time.Millisecond
+	return w
+}
+
+// String names the configuration in one line, for failure messages.
+func (w World) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "device %s, kernel %s, seed %d; init", w.Device, w.Kernel, w.Seed)
+	b.WriteString(strings.TrimPrefix(w.initArgs(), "init"))
+	fmt.Fprintf(&b, "; hostd%s; writer total=%d size=%d every=%s", strings.TrimPrefix(w.hostdArgs(), "hostd"), w.Total, w.Size, w.Every)
+	if w.DropTX > 0 {
+		fmt.Fprintf(&b, "; fault drop-tx n=%d min-len=%d", w.DropTX, w.DropMinLen)
+	}
+	if w.Cycles > 0 {
+		fmt.Fprintf(&b, "; %d suspend/resume cycles, dwell %s, pause %s", w.Cycles, w.Dwell, w.Pause)
+	}
+	return b.String()
+}
+
+func (w World) initArgs() string {
+	s := "init"
+	if w.NoWriteTimeout {
+		s += " no-write-timeout"
+	} else if w.WriteTimeout > 0 {
+		s += " write-timeout=" + w.WriteTimeout.String()
+	}
+	if w.KeepResetSessions {
+		s += " keep-reset-sessions"
+	}
+	if w.ReadChunk > 0 {
+		s += fmt.Sprintf(" read-chunk=%d", w.ReadChunk)
+	}
+	if w.MetricsInterval > 0 {
+		s += " metrics-interval=" + w.MetricsInterval.String()
+	}
+	return s
+}
+
+func (w World) hostdArgs() string {
+	if w.SessionFirst {
+		return "hostd session-first"
+	}
+	return "hostd"
+}
+
+// span is how long the workload writes, plus 30 s for the last bytes to
+// drain (or to show that they never will).
+func (w World) span() time.Duration {
+	writes := (w.Total + w.Size - 1) / w.Size
+	return time.Duration(writes)*w.Every + 30*time.Second
+}
+
+// Trace renders the configuration as a trace file whose last directive is
+// "verdict oracles", without outputs (replay fills them in).
+func (w World) Trace() string {
+	var b strings.Builder
+	directive := func(lines ...string) {
+		b.WriteString(strings.Join(lines, "\n"))
+		b.WriteString("\n----\n\n")
+	}
+	fmt.Fprintf(&b, "# A configuration the fuzzer chose (fuzz.DecodeWorld): %s.\n\n", w)
+	directive(fmt.Sprintf("world name=fuzzworld device=%s kernel=%s seed=%d", w.Device, w.Kernel, w.Seed))
+	directive(w.hostdArgs())
+	directive(w.initArgs(), fmt.Sprintf("writer total=%d size=%d every=%s", w.Total, w.Size, w.Every))
+	if w.DropTX > 0 {
+		directive(fmt.Sprintf("fault drop-tx n=%d min-len=%d", w.DropTX, w.DropMinLen))
+	}
+	directive("boot")
+	directive("wait-started")
+	if w.Cycles > 0 {
+		directive(fmt.Sprintf("cycles n=%d dwell=%s pause=%s", w.Cycles, w.Dwell, w.Pause))
+	}
+	directive("run " + w.span().String())
+	directive("report")
+	directive("verdict oracles")
+	return b.String()
+}
+
+// Finding is a configuration for which an oracle did not hold.
+type Finding struct {
+	Oracle string // replay.FailedOracle's name
+	Why    string
+	World  World
+	Trace  string // the trace file with its outputs: it replays to this verdict
+}
+
+func (f *Finding) Error() string {
+	return fmt.Sprintf("oracle %s failed: %s\nconfiguration: %s", f.Oracle, f.Why, f.World)
+}
+
+// CheckWorld builds the system DecodeWorld(w0, w1, w2) describes, runs it as
+// a trace through the replay engine and checks the oracles that hold for
+// any correct system (replay.FailedOracle). It returns a *Finding when one
+// did not hold; any other error is a bug of the lab or the trace.
+func CheckWorld(r lab.Runner, w0, w1, w2 uint64) error {
+	w := DecodeWorld(w0, w1, w2)
+	if w.Kernel == "" {
+		return nil // no kernel whose buffers this device takes
+	}
+	f, err := replay.Parse("fuzzworld.trace", w.Trace())
+	if err != nil {
+		return fmt.Errorf("configuration %s renders an invalid trace: %v", w, err)
+	}
+	res := replay.RunFile(r, f, replay.Options{})
+	for i, d := range f.Directives {
+		out := res.Outputs[i]
+		if !strings.HasPrefix(out, "error:") {
+			continue
+		}
+		if d.Cmd == "wait-started" || d.Cmd == "cycles" {
+			// hostd's start sequence never finished: a finding, and the
+			// trace shows the error as that directive's output.
+			return &Finding{Oracle: "start-sequence", Why: d.Cmd + ": " + strings.TrimSpace(out), World: w, Trace: res.Text()}
+		}
+		return fmt.Errorf("configuration %s: %s: %s", w, d.Cmd, strings.TrimSpace(out))
+	}
+	rep := &res.Scenarios[0].Report
+	if o := replay.FailedOracle(rep); o != nil {
+		return &Finding{Oracle: o.Name, Why: o.Why, World: w, Trace: res.Text()}
+	}
+	return nil
+}
+
+// WriteFinding writes a finding's trace to dir as <oracle>-<hash>.trace
+// and returns the path: a file for testdata/incidents/.
+func WriteFinding(dir string, f *Finding) (string, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	var h uint64 = 14695981039346656037 // FNV-1a over the configuration
+	for _, c := range []byte(f.World.String()) {
+		h = (h ^ uint64(c)) * 1099511628211
+	}
+	path := filepath.Join(dir, fmt.Sprintf("%s-%016x.trace", f.Oracle, h))
+	return path, os.WriteFile(path, []byte(f.Trace), 0o644)
+}
