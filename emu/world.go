@@ -243,6 +243,30 @@ func (w *World) Resume() error {
 	return nil
 }
 
+// ResetDevice is the guest driver resetting the device in place, as an
+// unbind and bind of the virtio device in the guest's sysfs does: the guest
+// removes its driver (virtio_vsock_remove resets every connected socket),
+// the device is reset (Device.Reset), and the driver probes again with
+// fresh rings. A profile whose device cannot be reset gets
+// device.ErrResetUnsupported and nothing changes.
+func (w *World) ResetDevice() error {
+	switch {
+	case w.suspended:
+		return fmt.Errorf("device reset: the VM is suspended")
+	case !w.Dev.Profile().ResetInPlace:
+		return fmt.Errorf("device reset: %s: %w", w.Dev.Profile().Name, device.ErrResetUnsupported)
+	}
+	w.Eng.Logf(engine.KindWorld, "world", "device reset: driver unbound and bound again")
+	w.Guest.Remove()
+	if err := w.Dev.Reset(); err != nil {
+		return fmt.Errorf("device reset: %w", err)
+	}
+	if err := w.Guest.Probe(); err != nil {
+		return fmt.Errorf("device reset: %w", err)
+	}
+	return nil
+}
+
 // RunFor advances virtual time by d, running every event on the way.
 func (w *World) RunFor(d time.Duration) { w.Eng.RunUntil(w.Eng.Now() + d) }
 

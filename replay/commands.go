@@ -52,10 +52,11 @@ var commands = map[string]command{
 		check: checkInit,
 		run:   (*scenarioRun).cmdInit,
 	},
-	"boot":    {run: (*scenarioRun).cmdBoot},
-	"run":     {positional: "duration", check: checkRun, run: (*scenarioRun).cmdRun},
-	"suspend": {run: (*scenarioRun).cmdSuspend},
-	"resume":  {run: (*scenarioRun).cmdResume},
+	"boot":         {run: (*scenarioRun).cmdBoot},
+	"run":          {positional: "duration", check: checkRun, run: (*scenarioRun).cmdRun},
+	"suspend":      {run: (*scenarioRun).cmdSuspend},
+	"device-reset": {run: (*scenarioRun).cmdDeviceReset},
+	"resume":       {run: (*scenarioRun).cmdResume},
 	"wait-started": {
 		args: map[string]argKind{"cycle": number, "timeout": duration},
 		run:  (*scenarioRun).cmdWaitStarted,
@@ -67,6 +68,12 @@ var commands = map[string]command{
 	"connect": {
 		args: map[string]argKind{"port": number},
 		run:  (*scenarioRun).cmdConnect,
+	},
+	"stream": {
+		args: map[string]argKind{"from": value, "port": number, "total": value, "size": value, "every": duration,
+			"read": value, "read-every": duration, "rcvlowat": value},
+		check: checkStream,
+		run:   (*scenarioRun).cmdStream,
 	},
 	"fault": {
 		positional: "drop-tx",
@@ -82,7 +89,7 @@ var commands = map[string]command{
 	"sockets":  {args: map[string]argKind{"limit": number}, run: (*scenarioRun).cmdSockets},
 	"counters": {run: (*scenarioRun).cmdCounters},
 	"report":   {run: (*scenarioRun).cmdReport},
-	"verdict":  {positional: "wedge|resume|oracles", check: checkVerdict, run: (*scenarioRun).cmdVerdict},
+	"verdict":  {positional: "wedge|resume|stream|oracles", check: checkVerdict, run: (*scenarioRun).cmdVerdict},
 }
 
 // checkArgs applies a command's argument table.
@@ -200,10 +207,53 @@ func checkTimeline(d *trace.Directive) error {
 
 func checkVerdict(d *trace.Directive) error {
 	switch d.Args[0].Key {
-	case "wedge", "resume", "oracles":
+	case "wedge", "resume", "stream", "oracles":
 		return nil
 	}
-	return d.Errorf("verdict: expected wedge, resume or oracles, got %q", d.Args[0].Key)
+	return d.Errorf("verdict: expected wedge, resume, stream or oracles, got %q", d.Args[0].Key)
+}
+
+// checkStream: from is host or guest; sizes parse and the stream has bytes.
+func checkStream(d *trace.Directive) error {
+	from := "host"
+	if a, ok := d.Arg("from"); ok {
+		from = argVal(a)
+	}
+	if from != "host" && from != "guest" {
+		return d.Errorf("stream: from=%s: expected host or guest", from)
+	}
+	if _, ok := d.Arg("port"); !ok {
+		return d.Errorf("stream: port=N is required")
+	}
+	if v := numArg(d, "port", 0); v > 0xffffffff {
+		return d.Errorf("stream: port=%d does not fit in 32 bits", v)
+	}
+	for _, key := range []string{"total", "size", "read", "rcvlowat"} {
+		a, ok := d.Arg(key)
+		if !ok {
+			continue
+		}
+		n, err := labenv.ParseSize(argVal(a))
+		if err != nil || n < 0 || n > 1<<40 {
+			return d.Errorf("stream: %s=%s: expected a size such as 4096, 64KiB or 1MiB", key, argVal(a))
+		}
+		if (key == "total" || key == "size") && n == 0 {
+			return d.Errorf("stream: %s must be above 0", key)
+		}
+	}
+	if _, ok := d.Arg("rcvlowat"); ok && from != "host" {
+		return d.Errorf("stream: rcvlowat is set on the guest reader, so it needs from=host")
+	}
+	return nil
+}
+
+// sizeArg returns the size argument key (checked by checkStream), or def.
+func sizeArg(d *trace.Directive, key string, def int64) int64 {
+	if a, ok := d.Arg(key); ok {
+		v, _ := labenv.ParseSize(argVal(a))
+		return v
+	}
+	return def
 }
 
 func checkFault(d *trace.Directive) error {

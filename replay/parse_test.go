@@ -15,7 +15,7 @@ func TestParseErrors(t *testing.T) {
 		name, text, want string
 	}{
 		{"no world first", "boot\n----\n", `t.trace:1: a trace starts with a world directive, got "boot"`},
-		{"unknown command", "world\n----\n\nfly\n----\n", `t.trace:4: unknown command "fly" (known: boot, connect, counters, cycles, fault, hostd, init, report, resume, run, sockets, suspend, timeline, verdict, wait-started, world)`},
+		{"unknown command", "world\n----\n\nfly\n----\n", `t.trace:4: unknown command "fly" (known: boot, connect, counters, cycles, device-reset, fault, hostd, init, report, resume, run, sockets, stream, suspend, timeline, verdict, wait-started, world)`},
 		{"unknown device", "world device=qemu\n----\n", `t.trace:1: world: unknown device profile "qemu" (known: firecracker-1.5`},
 		{"unknown kernel", "world kernel=linux-2.6\n----\n", `t.trace:1: world: unknown guest kernel profile "linux-2.6" (known: linux-5.15`},
 		{"bad seed", "world seed=x\n----\n", `t.trace:1: world: seed=x: expected a non-negative integer`},
@@ -26,7 +26,12 @@ func TestParseErrors(t *testing.T) {
 		{"bad workload", "world\n----\n\ninit\nwriter total=lots\n----\n", `t.trace:4: init: workload writer: total=lots: bad size "lots"`},
 		{"contradictory init", "world\n----\n\ninit no-write-timeout write-timeout=1s\nidle\n----\n", `t.trace:4: init: no-write-timeout and write-timeout contradict each other`},
 		{"unknown timeline kind", "world\n----\n\ntimeline kinds=(packets)\n----\n", `t.trace:4: timeline: unknown kind "packets"`},
-		{"verdict of what", "world\n----\n\nverdict speed\n----\n", `t.trace:4: verdict: expected wedge or resume, got "speed"`},
+		{"verdict of what", "world\n----\n\nverdict speed\n----\n", `t.trace:4: verdict: expected wedge, resume, stream or oracles, got "speed"`},
+		{"stream from nowhere", "world\n----\n\nstream port=5000 from=vm\n----\n", `t.trace:4: stream: from=vm: expected host or guest`},
+		{"stream without a port", "world\n----\n\nstream total=1MiB\n----\n", `t.trace:4: stream: port=N is required`},
+		{"stream of a bad size", "world\n----\n\nstream port=1 size=lots\n----\n", `t.trace:4: stream: size=lots: expected a size such as 4096, 64KiB or 1MiB`},
+		{"stream of nothing", "world\n----\n\nstream port=1 total=0\n----\n", `t.trace:4: stream: total must be above 0`},
+		{"stream rcvlowat on the host", "world\n----\n\nstream port=1 from=guest rcvlowat=4096\n----\n", `t.trace:4: stream: rcvlowat is set on the guest reader, so it needs from=host`},
 		{"fault of what", "world\n----\n\nfault drop-rx\n----\n", `t.trace:4: fault: expected drop-tx, got "drop-rx"`},
 		{"fault of no packets", "world\n----\n\nfault drop-tx n=0\n----\n", `t.trace:4: fault: n=0: expected 1 to 2147483648 packets`},
 		{"fault without a kind", "world\n----\n\nfault n=2\n----\n", `t.trace:4: fault: expected a drop-tx first`},

@@ -42,6 +42,11 @@ type Report struct {
 	WorkloadTotal int64
 	WorkloadEvery time.Duration
 	WriteTimeout  time.Duration
+
+	// Stream is the stream directive's account, StreamTotal its plan (0
+	// without one).
+	Stream      programs.StreamStats
+	StreamTotal int64
 }
 
 // Counters are the packets and payload bytes that crossed the device, by
@@ -86,6 +91,8 @@ type reportJSON struct {
 	LeakedSockets   int       `json:"leaked_sockets"`
 	Counters        Counters  `json:"counters"`
 	LogSHA256       string    `json:"log_sha256"`
+	StreamWritten   int64     `json:"stream_bytes_written,omitempty"`
+	StreamDelivered int64     `json:"stream_bytes_delivered,omitempty"`
 }
 
 // MarshalJSON writes the report with durations in milliseconds.
@@ -95,6 +102,7 @@ func (r Report) MarshalJSON() ([]byte, error) {
 		Verdict: r.Verdict, StdoutWritten: r.Stdout.Written, StdoutDelivered: r.Stdout.Delivered,
 		StdoutDropped: r.Stdout.DroppedByInit, MaxStdoutBlock: millis(r.Stdout.LongestBlock),
 		LeakedSockets: r.LeakedSockets, Counters: r.Counters, LogSHA256: r.LogSHA256,
+		StreamWritten: r.Stream.Written, StreamDelivered: r.Stream.Delivered,
 	}
 	for _, d := range r.Resumes {
 		j.ResumeMS = append(j.ResumeMS, millis(d))

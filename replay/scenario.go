@@ -51,6 +51,7 @@ type scenarioRun struct {
 	logMark   int // the first record the next timeline shows
 	cycles    []hostd.Cycle
 	leakedAt  []int // leaked sockets when each cycle's start sequence ended
+	stream    *programs.Stream
 }
 
 func newScenario(file string, d *trace.Directive, opts Options) *scenarioRun {
@@ -185,6 +186,15 @@ func (sr *scenarioRun) cmdResume(d *trace.Directive) (string, error) {
 	return fmt.Sprintf("resumed at %s\n", sr.now()), nil
 }
 
+// cmdDeviceReset resets the device in place from the guest (unbind and bind
+// the driver): emu.World.ResetDevice.
+func (sr *scenarioRun) cmdDeviceReset(d *trace.Directive) (string, error) {
+	if err := sr.l.Do(func(w *emu.World) error { return w.ResetDevice() }); err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("device reset at %s\n", sr.now()), nil
+}
+
 // waitCycle waits for hostd's cycle n.
 func (sr *scenarioRun) waitCycle(n int, timeout time.Duration) (hostd.Cycle, error) {
 	if sr.sys == nil {
@@ -295,6 +305,50 @@ func (sr *scenarioRun) cmdConnect(d *trace.Directive) (string, error) {
 	}
 	c.Close()
 	return fmt.Sprintf("connect %d: OK from host port %d\n", port, c.HostPort), nil
+}
+
+// cmdStream starts a paced pattern stream between a host program and a
+// guest program, beside init and hostd.
+func (sr *scenarioRun) cmdStream(d *trace.Directive) (string, error) {
+	if sr.stream != nil {
+		return "", fmt.Errorf("one stream per scenario")
+	}
+	fromHost := true
+	if a, ok := d.Arg("from"); ok {
+		fromHost = argVal(a) == "host"
+	}
+	port, _ := port32(d, "port")
+	spec := programs.StreamSpec{
+		FromHost: fromHost, Port: port,
+		Total: sizeArg(d, "total", 1<<20), Size: int(sizeArg(d, "size", 64*1024)), Every: durArg(d, "every", 0),
+		ReadSize: int(sizeArg(d, "read", 0)), ReadEvery: durArg(d, "read-every", 0), Rcvlowat: int(sizeArg(d, "rcvlowat", 0)),
+	}
+	st, err := programs.StartStream(sr.l, spec)
+	if err != nil {
+		return "", err
+	}
+	sr.stream = st
+	sr.sc.Report.StreamTotal = spec.Total
+	writer, reader := "host", "guest"
+	if !fromHost {
+		writer, reader = "guest", "host"
+	}
+	line := fmt.Sprintf("stream at %s: %s writes %d bytes to %s port %d in %d-byte writes", sr.now(), writer, spec.Total, reader, port, spec.Size)
+	if spec.Every > 0 {
+		line += " every " + spec.Every.String()
+	}
+	switch {
+	case spec.ReadEvery > 0 && spec.ReadSize > 0:
+		line += fmt.Sprintf("; the %s reads %d bytes every %s", reader, spec.ReadSize, spec.ReadEvery)
+	case spec.ReadEvery > 0:
+		line += fmt.Sprintf("; the %s reads every %s", reader, spec.ReadEvery)
+	default:
+		line += fmt.Sprintf("; the %s reads as the data comes", reader)
+	}
+	if spec.Rcvlowat > 0 {
+		line += fmt.Sprintf(", SO_RCVLOWAT %d", spec.Rcvlowat)
+	}
+	return line + "\n", nil
 }
 
 func (sr *scenarioRun) cmdFault(d *trace.Directive) (string, error) {
@@ -432,6 +486,9 @@ func (sr *scenarioRun) measure() {
 		r.LeakedByResume = append(r.LeakedByResume, sr.leakedAt[i+1])
 	}
 	r.LeakedSockets = sr.leaked()
+	if sr.stream != nil {
+		r.Stream = sr.stream.Stats()
+	}
 	_ = sr.l.Do(func(w *emu.World) error {
 		r.Counters = countersOf(w)
 		r.Violations = r.Violations[:0]
@@ -447,6 +504,14 @@ func (sr *scenarioRun) cmdReport(d *trace.Directive) (string, error) {
 	r := &sr.sc.Report
 	st := r.Stdout
 	var b strings.Builder
+	if sr.sys == nil {
+		// No init and hostd: only what the scenario ran itself.
+		if sr.stream != nil {
+			b.WriteString(streamLine(r))
+		}
+		fmt.Fprintf(&b, "leaked sockets in the guest's connected table: %d\n", r.LeakedSockets)
+		return b.String(), nil
+	}
 	fmt.Fprintf(&b, "stdout: written %d, delivered %d, dropped by init %d", st.Written, st.Delivered, st.DroppedByInit)
 	if st.Delivered > 0 {
 		if st.OutOfOrderAt >= 0 {
@@ -464,6 +529,9 @@ func (sr *scenarioRun) cmdReport(d *trace.Directive) (string, error) {
 	if rs := r.Resumes; len(rs) > 0 {
 		fmt.Fprintf(&b, "resumes: %d, time-to-started first %s, last %s, longest %s\n", len(rs), rs[0], rs[len(rs)-1], slices.Max(rs))
 	}
+	if sr.stream != nil {
+		b.WriteString(streamLine(r))
+	}
 	fmt.Fprintf(&b, "leaked sockets in the guest's connected table: %d\n", r.LeakedSockets)
 	return b.String(), nil
 }
@@ -473,6 +541,34 @@ func (sr *scenarioRun) cmdVerdict(d *trace.Directive) (string, error) {
 	v, why := Verdict(d.Args[0].Key, &sr.sc.Report)
 	sr.sc.Report.Verdict = v
 	return fmt.Sprintf("verdict: %s (%s)\n", v, why), nil
+}
+
+// streamLine is the report's account of the stream.
+func streamLine(r *Report) string {
+	st := r.Stream
+	if !st.Connected {
+		return fmt.Sprintf("stream: never connected: %s\n", st.ConnectErr)
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "stream: written %d of %d, delivered %d", st.Written, r.StreamTotal, st.Delivered)
+	if st.Delivered > 0 {
+		if st.OutOfOrderAt >= 0 {
+			fmt.Fprintf(&b, ", wrong from byte %d", st.OutOfOrderAt)
+		} else {
+			b.WriteString(", in order")
+		}
+	}
+	fmt.Fprintf(&b, "; longest write block %s", st.LongestBlock)
+	if st.Blocked {
+		fmt.Fprintf(&b, " (still blocked, since %s)", strings.TrimSpace(engine.FormatTime(st.BlockedSince)))
+	}
+	for _, e := range []struct{ who, err string }{{"writer", st.WriterErr}, {"reader", st.ReaderErr}} {
+		if e.err != "" {
+			fmt.Fprintf(&b, "; %s: %s", e.who, e.err)
+		}
+	}
+	b.WriteByte('\n')
+	return b.String()
 }
 
 // finish runs after the last directive of the scenario.

@@ -24,6 +24,8 @@ func Verdict(kind string, r *Report) (verdict, why string) {
 			return o.Name, o.Why
 		}
 		return "ok", "every oracle held"
+	case "stream":
+		return streamVerdict(r)
 	}
 	return "unexpected", fmt.Sprintf("no verdict named %q", kind)
 }
@@ -160,4 +162,29 @@ func FailedOracle(r *Report) *Oracle {
 		return &Oracle{"device-invariant", fmt.Sprintf("%d violations, the first: %s", len(r.Violations), r.Violations[0])}
 	}
 	return nil
+}
+
+// streamVerdict judges the stream directive's stream: wedged when the
+// writer never got a connection or is blocked at the end with bytes still
+// to write; corrupted when the reader got a byte that differs from the one
+// written at that position (lost, duplicated or reordered bytes); ok when
+// every byte arrived in order.
+func streamVerdict(r *Report) (string, string) {
+	st, total := r.Stream, r.StreamTotal
+	switch {
+	case total == 0:
+		return "unexpected", "no stream in this scenario"
+	case !st.Connected:
+		return "wedged", "the writer never connected: " + st.ConnectErr
+	case st.OutOfOrderAt >= 0:
+		return "corrupted", fmt.Sprintf("byte %d of the stream differs from the byte written there; %d written, %d delivered",
+			st.OutOfOrderAt, st.Written, st.Delivered)
+	case st.Blocked && st.Written < total:
+		return "wedged", fmt.Sprintf("the writer has been blocked since %s; %d of %d bytes written, %d delivered",
+			strings.TrimSpace(engine.FormatTime(st.BlockedSince)), st.Written, total, st.Delivered)
+	case st.Written == total && st.Delivered == total:
+		return "ok", fmt.Sprintf("all %d bytes delivered in order; longest write block %s", total, st.LongestBlock)
+	}
+	return "unexpected", fmt.Sprintf("written %d of %d, delivered %d, writer error %q, reader error %q",
+		st.Written, total, st.Delivered, st.WriterErr, st.ReaderErr)
 }

@@ -15,6 +15,7 @@ func profilesMain() int {
 	fmt.Println("guest kernel profiles:")
 	for _, p := range guest.Profiles() {
 		fmt.Printf("  %-22s %s\n", p.Name, p.Source)
+		fmt.Printf("  %-22s releases: %s\n", "", p.Releases)
 	}
 	return 0
 }

@@ -1,6 +1,7 @@
 package device
 
 import (
+	"bytes"
 	"fmt"
 	"strconv"
 	"strings"
@@ -156,8 +157,10 @@ func TestMuxerPeerCloseBothFlags(t *testing.T) {
 // (FC@v1.14.0 connection.rs send_pkt and notify; notes 2.2, 2.5).
 func TestPeerShutdownWaitsForTxBufferDrain(t *testing.T) {
 	r := newRig(t, "firecracker-1.14", 4)
-	r.ns.SetBufferSize(10)
+	r.ns.SetBufferSize(10) // SOCK_MIN_SNDBUF: the first 4,480 bytes fill it
 	s := r.guestConnect(r.listen(1026), 1026, 1025)
+	filler := bytes.Repeat([]byte{'.'}, 4480)
+	r.send(hdr(virtio.OpRW, 1025, 1026), filler)
 	r.send(hdr(virtio.OpRW, 1025, 1026), []byte("0123456789abcdefghij"))
 	sh := hdr(virtio.OpShutdown, 1025, 1026)
 	sh.Flags = virtio.ShutdownRcv | virtio.ShutdownSend
@@ -165,12 +168,12 @@ func TestPeerShutdownWaitsForTxBufferDrain(t *testing.T) {
 	c := r.conn(1026, 1025)
 	require.Equal(t, "PeerClosed(true,true)", c.State)
 	require.True(t, c.HasExpiry)
-	require.Equal(t, 10, c.TxBuffered)
+	require.Equal(t, 20, c.TxBuffered)
 	r.expectNothing()
 	got := readAll(t, s)
 	r.run()
 	got = append(got, readAll(t, s)...)
-	require.Equal(t, "0123456789abcdefghij", string(got))
+	require.Equal(t, string(filler)+"0123456789abcdefghij", string(got))
 	r.expect(virtio.OpRST, 1026, 1025)
 	r.noConn(1026, 1025)
 }

@@ -27,7 +27,7 @@ func (d *Device) parseRX(v *chainView, b *rxBuffer) pktErr {
 		return e
 	}
 	switch d.prof.RX {
-	case RXFirecrackerLegacy:
+	case RXFirecrackerLegacy, RXCloudHypervisorLegacy:
 		return d.parseRXFCLegacy(v, b)
 	case RXFirecracker:
 		return d.parseRXFC(v, b)
@@ -38,8 +38,10 @@ func (d *Device) parseRX(v *chainView, b *rxBuffer) pktErr {
 	}
 }
 
-// FC@v1.5.1 packet.rs from_rx_virtq_head (notes 1.2): a header descriptor
-// and exactly one data descriptor, whose whole length is the payload room.
+// FC@v1.5.1 packet.rs from_rx_virtq_head (notes 1.2), and Cloud Hypervisor
+// before v35.0 (CH@v34.0 virtio-devices/src/vsock/packet.rs
+// from_rx_virtq_head, the same code): a header descriptor and exactly one
+// data descriptor, whose whole length is the payload room.
 func (d *Device) parseRXFCLegacy(v *chainView, b *rxBuffer) pktErr {
 	h := v.descs[0]
 	switch {

@@ -170,3 +170,58 @@ func (d *Device) Resume() {
 		d.wake()
 	}
 }
+
+// ErrResetUnsupported is what a device reset gives on a profile whose
+// VirtioDevice::_reset still returns false (Firecracker before c4fdd7c90,
+// every released version).
+var ErrResetUnsupported = errors.New("device: this device cannot be reset (VirtioDevice::_reset returns false)")
+
+// Reset is a virtio device reset (the driver writes status 0, as when it
+// unbinds and binds again) as Firecracker main implements it (c4fdd7c90
+// "virtio: vsock: Implement device reset": device.rs _reset and
+// unix/muxer.rs VsockBackend::reset): every connection is dropped and its
+// host stream closed, host streams still sending their CONNECT line too;
+// the RX and kill queues start empty; local_port_set is cleared and
+// local_port_last goes back to 2^30 - 1, whatever the profile saved across
+// snapshots; the pending event ack (RX gate) is cleared. The host socket
+// stays bound. The rings start again from index 0 when the driver sets
+// them up. Profiles without Profile.ResetInPlace give ErrResetUnsupported.
+func (d *Device) Reset() error {
+	switch {
+	case !d.prof.ResetInPlace:
+		return ErrResetUnsupported
+	case d.dead:
+		return errors.New("device: reset of a device that already exited")
+	}
+	m := d.mux
+	dropped := len(m.conns)
+	for _, k := range m.sortedKeys() {
+		c := m.conns[k]
+		c.removed = true
+		c.stream.OnReady = nil
+		c.stream.Close()
+	}
+	clear(m.conns)
+	for _, ls := range m.locals {
+		ls.s.OnReady = nil
+		ls.s.Close()
+	}
+	m.locals = nil
+	m.rxq = rxQueue{synced: true}
+	m.killq = killQueue{synced: true}
+	clear(m.ports.used)
+	m.ports.last = 1<<30 - 1
+	d.gate = false
+	names := [3]string{"rx", "tx", "event"}
+	for i := range d.q {
+		q, err := newVQ(names[i], d.cfg.Mem, d.cfg.Queues[i], d.cfg.Features)
+		if err != nil {
+			return fmt.Errorf("device: reset %s queue: %w", names[i], err)
+		}
+		d.q[i] = q
+	}
+	d.kickRX, d.kickTX, d.kickEV = false, false, false
+	d.stats.Resets++
+	d.logf(engine.KindWorld, "device reset: %d connections dropped, local_port_last = %d", dropped, m.ports.last)
+	return nil
+}

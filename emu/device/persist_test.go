@@ -1,6 +1,7 @@
 package device
 
 import (
+	"io"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -206,4 +207,30 @@ func TestRestoreStartsWithNoConnections(t *testing.T) {
 	r.expectNothing()
 	r.send(hdr(virtio.OpRW, 2000, 1024), []byte("old"))
 	r.expect(virtio.OpRST, 1024, 2000)
+}
+
+// FC main c4fdd7c90 (device.rs _reset, unix/muxer.rs VsockBackend::reset):
+// a virtio reset drops every connection, closing its host stream, and
+// sets local_port_last back to 2^30 - 1, so the next host connection gets
+// 1073741824 again although the profile persists ports across snapshots.
+// Released versions cannot be reset.
+func TestDeviceResetDropsConnectionsAndRestartsPorts(t *testing.T) {
+	r := newRig(t, "firecracker-main", 8)
+	first, p1 := r.hostConnect(10000)
+	require.Equal(t, uint32(1<<30), p1)
+	_, p2 := r.hostConnect(10001)
+	require.Equal(t, uint32(1<<30+1), p2)
+	require.Len(t, r.conns(), 2)
+
+	require.NoError(t, r.dev.Reset())
+	require.Empty(t, r.conns())
+	_, err := first.Read(make([]byte, 1))
+	require.ErrorIs(t, err, io.EOF, "the host stream was closed")
+	require.Equal(t, uint64(1), r.stats().Resets)
+	require.Contains(t, r.log(), "device reset: 2 connections dropped, local_port_last = 1073741823")
+
+	for _, prof := range []string{"firecracker-1.15", "firecracker-1.16", "cloud-hypervisor-51"} {
+		r := newRig(t, prof, 1)
+		require.ErrorIs(t, r.dev.Reset(), ErrResetUnsupported, prof)
+	}
 }

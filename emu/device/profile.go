@@ -53,10 +53,17 @@ const (
 	RXCloudHypervisorStrict
 	// RXRustVMM: rust-vmm virtio-vsock from_rx_virtq_chain (vm-virtio@049ef9fe).
 	RXRustVMM
+	// RXCloudHypervisorLegacy: the same rule as RXFirecrackerLegacy (a
+	// header descriptor and a data descriptor; a lone descriptor is
+	// BufDescMissing) with Cloud Hypervisor's bare log line and no header
+	// length check (cloud-hypervisor v34.0 487a43cdeef3,
+	// virtio-devices/src/vsock/packet.rs from_rx_virtq_head, device.rs
+	// process_rx: warn!("vsock: RX queue error: {:?}"), used length 0).
+	RXCloudHypervisorLegacy
 )
 
 func (p RXParse) String() string {
-	return [...]string{"firecracker-legacy", "firecracker", "cloud-hypervisor", "cloud-hypervisor-strict", "rust-vmm"}[p]
+	return [...]string{"firecracker-legacy", "firecracker", "cloud-hypervisor", "cloud-hypervisor-strict", "rust-vmm", "cloud-hypervisor-legacy"}[p]
 }
 
 // PortPolicy is how host-initiated connections get their local port.
@@ -184,8 +191,9 @@ type Profile struct {
 	// DuplicateOnPartialWrite: the pre-v1.14.0 iovec copy, where an error
 	// on the second or later iovec discards the count of bytes already
 	// moved: a WouldBlock mid-payload re-buffers bytes the host already got
-	// (TX), and bytes read into an earlier RX iovec are lost (notes 1.6;
-	// FC issue #5475, fixed by PR #5485).
+	// (TX), and bytes read into an earlier RX iovec are lost (FC issue
+	// #5475; fixed by 8e74e7d5c "fix(iovec): do not return error if some
+	// bytes were written", PR #5485, first tagged v1.14.0).
 	DuplicateOnPartialWrite bool
 	// HaltOnShortInlineTX: a lone TX descriptor shorter than 44+hdr.len is
 	// accepted and the worker panics when the payload is forwarded (CH
@@ -196,6 +204,11 @@ type Profile struct {
 	// the stream (FC main, PR #6041/#6077; notes 2.3). Released versions
 	// emit one RW per readiness and rely on level-triggered epoll.
 	RXDrain bool
+	// ResetInPlace: the device implements the virtio reset (FC main,
+	// c4fdd7c90, unreleased): Device.Reset drops every connection and
+	// restarts local_port_last at 2^30 - 1. Released versions cannot be
+	// reset.
+	ResetInPlace bool
 	// KillClearsTxBuf: kill() also discards the TX buffer (FC main commit
 	// 65c2ec472; notes 2.6).
 	KillClearsTxBuf bool
@@ -313,13 +326,14 @@ var profiles = []Profile{
 	},
 	{
 		Name:                    "firecracker-main",
-		Source:                  "Firecracker main, unreleased (FC@main 81b38b9dad60): RX gate persisted, kick re-signals only when armed (PR #6100); one readiness drains the host stream (PR #6041/#6077); kill() clears the TX buffer (65c2ec472). " + fcSources,
+		Source:                  "Firecracker main, unreleased (FC@main 81b38b9dad60): RX gate persisted, kick re-signals only when armed (PR #6100); one readiness drains the host stream (PR #6041/#6077); kill() clears the TX buffer (65c2ec472); the virtio device reset drops every connection and sets local_port_last back to 2^30 - 1 (c4fdd7c90, VsockBackend::reset). " + fcSources,
 		TX:                      TXFirecracker,
 		RX:                      RXFirecracker,
 		Ports:                   PortsPersisted,
 		RXGate:                  RXGatePersisted,
 		RXDrain:                 true,
 		KillClearsTxBuf:         true,
+		ResetInPlace:            true,
 		Reset:                   ResetBeforeSave,
 		ResumeSignalsEventQueue: true,
 		ResumeReplaysTX:         true,
@@ -377,6 +391,15 @@ var profiles = []Profile{
 		Ack:                   AckPeerPort,
 		HaltOnAckWriteError:   true,
 		CreditUpdateThreshold: 16384,
+	},
+	{
+		Name:                  "cloud-hypervisor-34",
+		Source:                "Cloud Hypervisor up to v34.x (CH@v34.0 487a43cdeef3, 2023-08-10): virtio-devices/src/vsock/packet.rs from_rx_virtq_head requires a header descriptor and a data descriptor, so the single-descriptor RX buffers of Linux 6.3+ (71dc9ec9ac7d; 6.1.63+) fail BufDescMissing, are returned with used length 0 and reposted, forever (issue #5691); from_tx_virtq_head takes the header and exactly one data descriptor. Fixed in v35.0 by a2752fe04 \"virtio-devices: vsock: Support single descriptor\" (PR #5692). No TRANSPORT_RESET on snapshot; fixed-start ports.",
+		TX:                    TXFirecrackerLegacy,
+		RX:                    RXCloudHypervisorLegacy,
+		Ports:                 PortsFixedStart,
+		Reset:                 ResetNone,
+		CreditUpdateThreshold: 4096,
 	},
 }
 

@@ -163,9 +163,19 @@ func TestPartialWriteDuplication(t *testing.T) {
 	}
 	for prof, dup := range map[string]bool{"firecracker-1.13": true, "firecracker-1.14": false} {
 		t.Run(prof, func(t *testing.T) {
-			r := newRig(t, prof, 4)
-			r.ns.SetBufferSize(32768) // room for exactly one 32 KiB fragment
+			// Default buffers and a host that has not read yet: five
+			// 36,544-byte skbs (truesize 37,120) hold 185,600 of the
+			// 212,992-byte sk_sndbuf, so unix_stream_sendmsg admits the
+			// first 32 KiB fragment whole (the buffer overshoots by an
+			// skb) and the second would block.
+			r := newRig(t, prof, 8)
 			s := r.guestConnect(r.listen(1024), 1024, 2000)
+			var filler []byte
+			for range 5 {
+				b := bytes.Repeat([]byte{0xee}, 36544)
+				filler = append(filler, b...)
+				r.send(hdr(virtio.OpRW, 2000, 1024), b)
+			}
 			r.send(hdr(virtio.OpRW, 2000, 1024), payload, 44, 32768, 32768)
 			var got []byte
 			for {
@@ -176,16 +186,19 @@ func TestPartialWriteDuplication(t *testing.T) {
 				got = append(got, b...)
 				r.run()
 			}
+			require.Equal(t, filler, got[:len(filler)])
+			got = got[len(filler):]
 			if dup {
 				require.Equal(t, append(append([]byte(nil), payload[:32768]...), payload...), got)
-				require.Equal(t, uint32(65536), r.conn(1024, 2000).FwdCnt)
-				require.Equal(t, uint64(98304), r.conn(1024, 2000).Forwarded)
+				require.Equal(t, uint32(5*36544+65536), r.conn(1024, 2000).FwdCnt)
+				require.Equal(t, uint64(5*36544+98304), r.conn(1024, 2000).Forwarded)
 				require.Equal(t, uint64(1), r.stats().Violations)
-				// The host has the first fragment; the whole payload is buffered again.
+				// The host has the filler and the first fragment; the whole
+				// payload is buffered again.
 				v := r.dev.Violations()
 				require.Len(t, v, 1)
 				require.Equal(t, Violation{Kind: BytesSkewed, At: v[0].At, LocalPort: 1024, PeerPort: 2000,
-					Forwarded: 32768, Buffered: 65536, Accepted: 65536, Delta: 32768}, v[0])
+					Forwarded: 5*36544 + 32768, Buffered: 65536, Accepted: 5*36544 + 65536, Delta: 32768}, v[0])
 				require.Contains(t, r.log(), "invariant: "+v[0].String(), "the log states the kept violation")
 			} else {
 				require.Equal(t, payload, got)

@@ -34,6 +34,7 @@ type Stats struct {
 	TxWriteFails, TxFlushFails, RxReadFails, ConnEventFails uint64
 
 	ResetEvents     uint64 // TRANSPORT_RESET events posted
+	Resets          uint64 // virtio device resets (Device.Reset)
 	ResetEventFails uint64 // snapshots that found no event buffer (ev_queue_event_fails)
 	RXGateHeld      uint64 // RX processing passes skipped by the gate
 	Interrupts      uint64

@@ -551,3 +551,65 @@ func (k *Kernel) Leaked() int {
 	}
 	return n
 }
+
+// --- device removal and re-probe -------------------------------------------
+
+// Remove is virtio_vsock_remove (Linux net/vmw_vsock/virtio_transport.c,
+// v6.12), the driver letting go of the device, as on an unbind in sysfs:
+// every connected socket is reset with virtio_vsock_reset_sock, the same as
+// on a TRANSPORT_RESET event (nothing leaves the tables, an owner that
+// never closes its socket leaks it); then the device is reset (the caller
+// does that, between Remove and Probe) and the packets still queued for it
+// are freed unsent. Receive and event buffers go back to the driver.
+func (k *Kernel) Remove() {
+	k.logConn("virtio_vsock_remove: device going away")
+	k.transportReset()
+	for _, p := range k.sendQ {
+		k.putPkt(p)
+	}
+	k.sendQ = nil
+	for head, p := range k.txByHead {
+		if p != nil {
+			k.txByHead[head] = nil
+			k.putPkt(p)
+		}
+	}
+	k.rxFree = k.rxFree[:0]
+	for slot := len(k.rxSlots) - 1; slot >= 0; slot-- {
+		k.rxFree = append(k.rxFree, slot)
+	}
+	clear(k.rxByHead)
+	clear(k.evByHead)
+	k.rxPosted = 0
+	if k.rxRetry != nil {
+		k.stopTimer(k.rxRetry)
+		k.rxRetry = nil
+	}
+}
+
+// Probe is virtio_vsock_probe after a Remove: the rings are set up afresh
+// at the same places (the device was reset, so both sides start from index
+// 0), receive and event buffers posted, the device kicked. Sockets keep
+// their state; new connections work again.
+func (k *Kernel) Probe() error {
+	var err error
+	if k.rxq, err = virtio.NewDriver(k.cfg.Mem, k.cfg.Queues[virtio.QueueRX], k.cfg.Features); err != nil {
+		return fmt.Errorf("guest rx queue: %w", err)
+	}
+	if k.txq, err = virtio.NewDriver(k.cfg.Mem, k.cfg.Queues[virtio.QueueTX], k.cfg.Features); err != nil {
+		return fmt.Errorf("guest tx queue: %w", err)
+	}
+	if k.evq, err = virtio.NewDriver(k.cfg.Mem, k.cfg.Queues[virtio.QueueEvent], k.cfg.Features); err != nil {
+		return fmt.Errorf("guest event queue: %w", err)
+	}
+	k.fillRX()
+	for i := range k.evSlots {
+		if err := k.postEvent(i); err != nil {
+			return err
+		}
+	}
+	k.logConn("virtio_vsock_probe: %d receive buffers posted", k.rxPosted)
+	k.notify(virtio.QueueRX)
+	k.notify(virtio.QueueEvent)
+	return nil
+}

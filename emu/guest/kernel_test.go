@@ -154,11 +154,23 @@ func TestTXLayoutByKernel(t *testing.T) {
 		{"linux-5.15", 65536, []string{"r44 r65536"}},
 		{"linux-6.6", 65536, []string{"r44 r65536"}},
 		{"linux-6.12.67", 65536, []string{"r44 r65536"}},
-		{"linux-6.12.68", 65536, []string{"r44 r32768 r32768"}},
+		// Linux include/linux/virtio_vsock.h, virtio_vsock_alloc_skb and
+		// net/core/skbuff.c, alloc_skb_with_frags (v6.17): linear up to
+		// 32,404 payload bytes, then page fragments that shrink with the
+		// remainder.
+		{"linux-6.12.68", 1, []string{"r44 r1"}},
+		{"linux-6.12.68", 4096, []string{"r44 r4096"}},
+		{"linux-6.12.68", 4097, []string{"r44 r4097"}},
+		{"linux-6.12.68", 32403, []string{"r44 r32403"}},
 		{"linux-6.12.68", 32404, []string{"r44 r32404"}},
 		{"linux-6.12.68", 32405, []string{"r44 r32405"}},
+		{"linux-6.12.68", 32768, []string{"r44 r32768"}},
 		{"linux-6.12.68", 32769, []string{"r44 r32768 r1"}},
 		{"linux-6.12.68", 40000, []string{"r44 r32768 r7232"}},
+		{"linux-6.12.68", 50000, []string{"r44 r32768 r16384 r848"}},
+		{"linux-6.12.68", 60000, []string{"r44 r32768 r16384 r8192 r2656"}},
+		{"linux-6.12.68", 61440, []string{"r44 r32768 r16384 r8192 r4096"}},
+		{"linux-6.12.68", 65536, []string{"r44 r32768 r32768"}},
 		{"linux-6.12.68", 200000, []string{"r44 r32768 r32768"}}, // cut at the 64 KiB credit
 		{"linux-6.17", 1, []string{"r44 r1"}},
 	}
@@ -384,7 +396,7 @@ func TestReceiveQueueLimit(t *testing.T) {
 		err     syscall.Errno
 	}{
 		{"linux-6.12.68", nil, 0},
-		{"linux-6.12.94-drop", func(s Stats) uint64 { return s.RWDropped }, 0},
+		{"linux-split-drop", func(s Stats) uint64 { return s.RWDropped }, 0},
 		{"linux-7.0-reset", func(s Stats) uint64 { return s.OverflowResets }, syscall.ENOBUFS},
 	} {
 		t.Run(tc.profile, func(t *testing.T) {
@@ -405,6 +417,77 @@ func TestReceiveQueueLimit(t *testing.T) {
 				require.Zero(t, r.k.ConnectedCount())
 			}
 		})
+	}
+}
+
+func TestCombinedReceiveLimitLeaksThePeersCredit(t *testing.T) {
+	// Linux 059b7dbd20a6 alone (virtio_transport_inc_rx_pkt): (qlen+1) *
+	// SKB_TRUESIZE(0) + buf_used + len > buf_alloc drops silently. With
+	// 200-byte packets the 338th overruns (338 * 776 > 262,144) although the
+	// peer still has 262,144 - 337 * 200 bytes of credit; the dropped bytes
+	// never reach fwd_cnt, so after everything is read the peer still counts
+	// them as in flight. c6087c5aaad6's split check takes all 400.
+	for _, tc := range []struct {
+		profile  string
+		accepted int
+	}{
+		{"linux-7.1-rc3", 337},
+		{"linux-7.0-reset", 400},
+	} {
+		t.Run(tc.profile, func(t *testing.T) {
+			r := newRig(t, mustProfile(t, tc.profile))
+			_, c := r.listening(10000, 1<<30)
+			for range 400 {
+				r.deliver(fromHost(1<<30, 10000, virtio.OpRW), make([]byte, 200)...)
+			}
+			require.Equal(t, tc.accepted*200, c.Buffered())
+			require.EqualValues(t, 400-tc.accepted, r.k.Stats().RWDropped)
+			require.Zero(t, c.Err())
+			r.take()
+			for c.Buffered() > 0 {
+				_, err := r.k.Recv(c, make([]byte, 64*1024), false)
+				require.NoError(t, err)
+			}
+			r.run()
+			sent := r.take()
+			require.NotEmpty(t, sent)
+			last := sent[len(sent)-1].hdr
+			require.Equal(t, virtio.OpCreditUpdate, last.Op)
+			require.Equal(t, uint32(tc.accepted*200), last.FwdCnt, "the peer sent 80,000 bytes; these are all it will ever see consumed")
+		})
+	}
+}
+
+func TestCreditCapByRelease(t *testing.T) {
+	// CVE-2026-23086 (8ee784fdf006, v6.19; c0e42fb0e054 in 6.12.68) caps
+	// the credit at the sender's own buf_alloc; 6.17.y ended before it and
+	// 6.12.67 predates it: a 64 KiB sender facing a 256 KiB peer may still
+	// have 256 KiB in flight there.
+	for _, tc := range []struct {
+		profile string
+		credit  uint32
+	}{
+		{"linux-6.12.67", 256 * 1024},
+		{"linux-6.17", 256 * 1024},
+		{"linux-6.12.68", 64 * 1024},
+		{"linux-7.1-rc3", 64 * 1024},
+	} {
+		t.Run(tc.profile, func(t *testing.T) {
+			r := newRig(t, mustProfile(t, tc.profile))
+			s := r.established()
+			r.k.SetBufferSize(s, 64*1024)
+			up := fromHost(9000, s.Local().Port, virtio.OpCreditUpdate)
+			up.BufAlloc = 256 * 1024
+			r.deliver(up)
+			require.Equal(t, tc.credit, r.k.Credit(s))
+		})
+	}
+}
+
+func TestProfilesNameTheirReleases(t *testing.T) {
+	for _, p := range Profiles() {
+		require.NotEmpty(t, p.Releases, p.Name)
+		require.NotEmpty(t, p.Source, p.Name)
 	}
 }
 
@@ -682,4 +765,138 @@ func TestPipeFillsToCapacityAndEndsLikeAUnixPipe(t *testing.T) {
 	p.CloseRead()
 	_, err = p.Write([]byte{1})
 	require.ErrorIs(t, err, syscall.EPIPE)
+}
+
+func TestCreditUpdateOnDrainUsesRcvlowat(t *testing.T) {
+	// Linux virtio_transport_stream_do_dequeue with 93b808876682 (v6.8):
+	// after a read that moved fwd_cnt, an update goes out when fewer bytes
+	// are queued than sock_rcvlowat. With the default 1 only an empty queue
+	// does; with SO_RCVLOWAT 3000 a queue of 2000 does too.
+	for _, tc := range []struct {
+		lowat  int
+		update bool
+	}{{0, false}, {3000, true}} {
+		t.Run(fmt.Sprint("rcvlowat=", tc.lowat), func(t *testing.T) {
+			r := newRig(t, mustProfile(t, "linux-6.12.68"))
+			_, c := r.listening(10000, 1<<30)
+			require.NoError(t, r.k.SetRcvlowat(c, tc.lowat))
+			r.deliver(fromHost(1<<30, 10000, virtio.OpRW), make([]byte, 2000)...)
+			r.deliver(fromHost(1<<30, 10000, virtio.OpRW), make([]byte, 2000)...)
+			r.run()
+			r.take()
+			n, err := r.k.Recv(c, make([]byte, 2000), false)
+			require.NoError(t, err)
+			require.Equal(t, 2000, n)
+			r.run()
+			if tc.update {
+				require.Equal(t, []virtio.Op{virtio.OpCreditUpdate}, r.ops(r.take()))
+			} else {
+				require.Empty(t, r.take())
+			}
+		})
+	}
+}
+
+func TestSetRcvlowatSendsCreditUpdate(t *testing.T) {
+	// Linux af_vsock.c vsock_set_rcvlowat and 0fe1798968115 (v6.8)
+	// virtio_transport_notify_set_rcvlowat: a value above the buffer size
+	// is EINVAL; raising it above the queued bytes while fwd_cnt moved since
+	// the last update sends one. 6.6.y never got 0fe1798968115.
+	for _, tc := range []struct {
+		profile string
+		update  bool
+	}{{"linux-6.12.68", true}, {"linux-6.17", true}, {"linux-6.6", false}} {
+		t.Run(tc.profile, func(t *testing.T) {
+			r := newRig(t, mustProfile(t, tc.profile))
+			_, c := r.listening(10000, 1<<30)
+			require.ErrorIs(t, r.k.SetRcvlowat(c, DefaultBufferSize+1), syscall.EINVAL)
+			require.ErrorIs(t, r.k.SetRcvlowat(c, -1), syscall.EINVAL)
+			r.deliver(fromHost(1<<30, 10000, virtio.OpRW), make([]byte, 1000)...)
+			r.deliver(fromHost(1<<30, 10000, virtio.OpRW), make([]byte, 1000)...)
+			_, err := r.k.Recv(c, make([]byte, 1000), false)
+			require.NoError(t, err)
+			r.run()
+			require.Empty(t, r.take(), "1000 bytes still queued, plenty of room: no update yet")
+			require.NoError(t, r.k.SetRcvlowat(c, 5000))
+			require.Equal(t, 5000, c.Rcvlowat())
+			r.run()
+			if tc.update {
+				sent := r.take()
+				require.Equal(t, []virtio.Op{virtio.OpCreditUpdate}, r.ops(sent))
+				require.Equal(t, uint32(1000), sent[0].hdr.FwdCnt)
+			} else {
+				require.Empty(t, r.take())
+			}
+			require.NoError(t, r.k.SetRcvlowat(c, 6000))
+			r.run()
+			require.Empty(t, r.take(), "the peer already knows fwd_cnt 1000")
+			require.NoError(t, r.k.SetRcvlowat(c, 0))
+			require.Equal(t, 1, c.Rcvlowat(), "0 means 1")
+		})
+	}
+}
+
+func TestBlockedReadWaitsForRcvlowat(t *testing.T) {
+	// A program's read that found nothing waits in epoll, and EPOLLIN needs
+	// SO_RCVLOWAT queued bytes since v6.1 (af_vsock.c vsock_poll,
+	// virtio_transport_notify_poll_in); read(2) itself takes what is there.
+	for _, tc := range []struct {
+		profile string
+		wakes   bool
+	}{{"linux-6.12.68", false}, {"linux-5.15", true}} {
+		t.Run(tc.profile, func(t *testing.T) {
+			r := newRig(t, mustProfile(t, tc.profile))
+			_, c := r.listening(10000, 1<<30)
+			require.NoError(t, r.k.SetRcvlowat(c, 3000))
+			r.deliver(fromHost(1<<30, 10000, virtio.OpRW), make([]byte, 2000)...)
+			require.Equal(t, tc.wakes, r.k.Readable(c))
+			_, err := r.k.Recv(c, make([]byte, 4000), true)
+			if !tc.wakes {
+				require.ErrorIs(t, err, syscall.EAGAIN)
+				n, err := r.k.Recv(c, make([]byte, 4000), false)
+				require.NoError(t, err)
+				require.Equal(t, 2000, n, "a fresh read takes what is queued")
+				return
+			}
+			require.NoError(t, err)
+		})
+	}
+}
+
+func TestBufferSizeChangeAnnouncedInEveryStateWithATransport(t *testing.T) {
+	// Linux af_vsock.c vsock_update_buffer_size calls the transport's
+	// notify_buffer_size whenever the size changes and a transport is
+	// assigned, whatever sk_state is; virtio_transport_notify_buffer_size
+	// sets buf_alloc and sends CREDIT_UPDATE. Without a transport (a fresh
+	// socket, a listener) only the size is kept.
+	r := newRig(t, mustProfile(t, "linux-6.12.68"))
+
+	fresh := r.k.Socket()
+	r.k.SetBufferSize(fresh, 4096)
+	l := r.k.Socket()
+	require.NoError(t, r.k.Bind(l, virtio.CIDAny, 10000, true))
+	require.NoError(t, r.k.Listen(l, 16))
+	r.k.SetBufferSize(l, 8192)
+	r.run()
+	require.Empty(t, r.take(), "no transport, no update")
+
+	syn := r.k.Socket()
+	require.ErrorIs(t, r.k.Connect(syn, 2, 9000), syscall.EINPROGRESS)
+	r.run()
+	r.take()
+	r.k.SetBufferSize(syn, 16384)
+	r.run()
+	sent := r.take()
+	require.Equal(t, []virtio.Op{virtio.OpCreditUpdate}, r.ops(sent), "SYN_SENT")
+	require.Equal(t, uint32(16384), sent[0].hdr.BufAlloc)
+
+	est := r.established()
+	r.transportReset()
+	require.Equal(t, StateClose, est.State())
+	r.take()
+	r.k.SetBufferSize(est, 32768)
+	r.run()
+	sent = r.take()
+	require.Equal(t, []virtio.Op{virtio.OpCreditUpdate}, r.ops(sent), "CLOSE after a transport reset")
+	require.Equal(t, uint32(32768), sent[0].hdr.BufAlloc)
 }

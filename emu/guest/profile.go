@@ -17,20 +17,12 @@ const (
 	// 6.1.63): header and one linear data descriptor, physically adjacent.
 	TXLinear
 	// TXNonlinear: 6693731487a8 (6.17; 6.12.68 as 69c5bf306115): payloads up
-	// to 32,404 bytes stay linear; larger ones become a header descriptor
-	// plus one descriptor per page fragment of up to 32 KiB (order 3 on
-	// 4 KiB pages), e.g. 65,536 = 32,768 + 32,768 and 32,769 = 32,768 + 1.
+	// to NonlinearThreshold stay linear; larger ones become a header
+	// descriptor plus one descriptor per page fragment, laid out by
+	// alloc_skb_with_frags from order 3 down (skbFrags): 65,536 = 32,768 +
+	// 32,768, 50,000 = 32,768 + 16,384 + 848.
 	TXNonlinear
 )
-
-// NonlinearThreshold is the largest payload a TXNonlinear kernel still puts
-// in a linear skb: SKB_WITH_OVERHEAD(PAGE_SIZE << 3) - 44 on x86_64 with
-// 4 KiB pages.
-const NonlinearThreshold = 32404
-
-// fragMax is the largest page fragment of a nonlinear skb: PAGE_SIZE <<
-// PAGE_ALLOC_COSTLY_ORDER.
-const fragMax = 32768
 
 func (l TXLayout) String() string {
 	return [...]string{"two-desc", "linear", "nonlinear"}[l]
@@ -84,24 +76,38 @@ func (l RXLayout) mergeRoom() uint32 {
 	}
 }
 
-// CreditFormula is how a kernel computes its free credit toward the peer.
+// CreditFormula is how a kernel computes its free credit toward the peer:
+// virtio_transport_has_space, which decides whether a writer may proceed,
+// and virtio_transport_get_credit, which reserves what it sends (Linux
+// net/vmw_vsock/virtio_transport_common.c).
 type CreditFormula uint8
 
 const (
-	// CreditU32: peer_buf_alloc - (tx_cnt - peer_fwd_cnt) in u32; wraps to
-	// ~4 GiB when the peer shrinks its buffer (before CVE-2026-23069).
+	// CreditU32: has_space computes peer_buf_alloc - (tx_cnt -
+	// peer_fwd_cnt) in u32 and stores it in an s64, so the "< 0" clamp never
+	// fires and a peer that shrinks its buffer below what is in flight
+	// leaves ~4 GiB of credit. Fixed by "vsock/virtio: Fix unsigned integer
+	// wrap around in virtio_transport_has_space()" (Nikolay Kuratov, v6.7;
+	// stable wave of 20 Dec 2023, e.g. 5.4.265).
 	CreditU32 CreditFormula = iota
-	// CreditS64: the same in s64, clamped at zero (CVE-2026-23069 fix).
+	// CreditS64: has_space in s64, clamped at zero. get_credit still
+	// subtracted in u32 until 3ef3d52a1a98 (CVE-2026-23069, v6.19; 6.12.y
+	// as d05bc313788f in 6.12.68), but vsock_connectible_sendmsg calls it
+	// only after has_space found room, so in a sequential model the u32
+	// subtraction never wraps: the two behave alike here. (A real kernel
+	// can race a shrinking CREDIT_UPDATE between the two calls.)
 	CreditS64
 	// CreditMin: min(peer_buf_alloc, buf_alloc) - in flight, s64, clamped
-	// (CVE-2026-23086 fix c0e42fb0e054, 6.12.68 and 6.1.162).
+	// (CVE-2026-23086: 8ee784fdf006 "vsock/virtio: cap TX credit to local
+	// buffer size", v6.19, January 2026; 6.12.y as c0e42fb0e054 in 6.12.68).
 	CreditMin
 )
 
 func (c CreditFormula) String() string { return [...]string{"u32", "s64", "min"}[c] }
 
 // QueueLimit is what a receiver does with a packet that overruns it
-// (facts section 2; Linux notes section 1).
+// (Linux net/vmw_vsock/virtio_transport_common.c,
+// virtio_transport_inc_rx_pkt and virtio_transport_recv_enqueue).
 type QueueLimit uint8
 
 const (
@@ -110,25 +116,40 @@ const (
 	// rx_bytes instead of buf_used before 45ca7e9f0730, see
 	// Profile.LimitCountsUnread).
 	QueueLimitBytes QueueLimit = iota
-	// QueueLimitDrop: queued skbs count too (c6087c5aaad6's split check:
-	// buf_used + len > buf_alloc or (qlen+1) * SKB_TRUESIZE(0) > buf_alloc),
-	// and an overrun drops the packet silently.
+	// QueueLimitDrop: queued skbs count too, in c6087c5aaad6's split check
+	// (buf_used + len > buf_alloc or (qlen+1) * SKB_TRUESIZE(0) >
+	// buf_alloc), and an overrun drops the packet silently: c6087c5aaad6
+	// without a4f0b001782b, a combination no release is known to have
+	// shipped (see the linux-split-drop profile).
 	QueueLimitDrop
-	// QueueLimitReset: the same check, and an overrun resets the
+	// QueueLimitReset: the split check, and an overrun resets the
 	// connection: RST to the peer, sk_err = ENOBUFS, removed from the
 	// connected table (a4f0b001782b).
 	QueueLimitReset
+	// QueueLimitCombined: 059b7dbd20a6 "vsock/virtio: fix potential
+	// unbounded skb queue" alone: (qlen+1) * SKB_TRUESIZE(0) + buf_used +
+	// len > buf_alloc drops the packet silently. The skb overhead eats into
+	// the buf_alloc the peer was told about, so packets within the peer's
+	// credit are dropped, their bytes never reach fwd_cnt, and the peer's
+	// credit shrinks for good (the deadlock c6087c5aaad6's message
+	// describes).
+	QueueLimitCombined
 )
 
-func (q QueueLimit) String() string { return [...]string{"bytes", "drop", "reset"}[q] }
+func (q QueueLimit) String() string {
+	return [...]string{"bytes", "drop", "reset", "combined"}[q]
+}
 
 // skbTruesize0 is SKB_TRUESIZE(0) on a typical x86_64 configuration.
 const skbTruesize0 = 576
 
 // Profile is a guest kernel's vsock behaviour, as data.
 type Profile struct {
-	Name   string
-	Source string
+	Name string
+	// Releases is the exact release, or the range of releases, whose vsock
+	// code every field below matches, stable backports included.
+	Releases string
+	Source   string
 
 	TX     TXLayout
 	RX     RXLayout
@@ -147,6 +168,14 @@ type Profile struct {
 	// moved and either less than 64 KiB would be free or the read emptied
 	// the queue (93b808876682, v6.8). Without it: only the 64 KiB test.
 	CreditUpdateOnDrain bool
+	// CreditUpdateOnSetRcvlowat: setting SO_RCVLOWAT above the queued bytes
+	// sends CREDIT_UPDATE when fwd_cnt moved since the last one
+	// (0fe1798968115, v6.8; the stable waves of Jan 2024 carried
+	// 93b808876682 alone, so not 6.6.y or 5.15.y).
+	CreditUpdateOnSetRcvlowat bool
+	// PollHonoursRcvlowat: EPOLLIN needs SO_RCVLOWAT queued bytes
+	// (ee0b3843a269 and e7a3266c9167, v6.1); before, any byte.
+	PollHonoursRcvlowat bool
 	// ShutdownRemoves: a peer SHUTDOWN with both flags removes the socket
 	// from the connected table (3a5cc90a4d17, v6.7).
 	ShutdownRemoves bool
@@ -159,46 +188,73 @@ type Profile struct {
 
 var profiles = []Profile{
 	{
-		Name:   "linux-5.15",
-		Source: "Linux 5.15 (virtio_vsock_pkt era): header + one data descriptor TX, 44+4096 RX buffers, u32 credit, byte-only receive check; facts section 2 and 4",
-		TX:     TXTwoDesc, RX: RXTwoDesc, Credit: CreditU32, Limit: QueueLimitBytes, LimitCountsUnread: true,
+		Name:     "linux-5.15",
+		Releases: "v5.15, and 5.15.y until the vsock fixes of its Dec 2023 and Jan 2024 stable waves (the has_space wrap fix and the credit update on drain; both seen in 5.4.y's waves, 5.4.265 and 5.4.268, and inferred for 5.15.y)",
+		Source:   "Linux v5.15 (virtio_vsock_pkt era): header + one data descriptor TX, 44+4096 RX buffers (virtio_transport.c virtio_vsock_rx_fill), has_space in u32, receive check on rx_bytes (virtio_transport_inc_rx_pkt), credit update only below 64 KiB free",
+		TX:       TXTwoDesc, RX: RXTwoDesc, Credit: CreditU32, Limit: QueueLimitBytes, LimitCountsUnread: true,
 		DropRequestOnLive: true,
 	},
 	{
-		Name:   "linux-6.6",
-		Source: "Linux 6.6 (sk_buff rewrite 71dc9ec9ac7d, linear TX, 4140-byte RX buffers); 3a5cc90a4d17 shutdown removal; 93b808876682 credit update on drain",
-		TX:     TXLinear, RX: RX4140, Credit: CreditS64, Limit: QueueLimitBytes, LimitCountsUnread: true,
+		Name:     "linux-6.6",
+		Releases: "6.6.14 to 6.6.102: after the credit update on drain (93b808876682, v6.8; stable 25 Jan 2024) and before the 3776-byte RX buffers (03a92f036a04, stable wave of 28 Aug 2025 with 6.1.149)",
+		Source:   "Linux 6.6.y: sk_buff rewrite (71dc9ec9ac7d, v6.3) linear TX and 4140-byte RX buffers; 3a5cc90a4d17 shutdown removal (v6.7; in the Nov 2023 stable wave, seen in 6.1.63's review series); 93b808876682 credit update on drain; has_space in s64; 45ca7e9f0730 (rx_bytes accounting) never backported, so the receive check counts unread bytes",
+		TX:       TXLinear, RX: RX4140, Credit: CreditS64, Limit: QueueLimitBytes, LimitCountsUnread: true,
 		CreditUpdateOnDrain: true, ShutdownRemoves: true, DropRequestOnLive: true,
+		PollHonoursRcvlowat: true,
 	},
 	{
-		Name:   "linux-6.12.67",
-		Source: "Linux 6.12.67: linear TX; 3776-byte RX buffers and the hdr.len check (03a92f036a04, 0dab92484474 in 6.12.y, Aug 2025); before the nonlinear TX backport",
-		TX:     TXLinear, RX: RX3776, Credit: CreditS64, Limit: QueueLimitBytes,
+		Name:     "linux-6.12.67",
+		Releases: "6.12.44 to 6.12.67: after the 3776-byte RX buffers and hdr.len check (03a92f036a04, 0dab92484474; stable wave of 28 Aug 2025) and before 6.12.68 (30 Jan 2026)",
+		Source:   "Linux 6.12.67: linear TX; 3776-byte RX buffers and the hdr.len check; get_credit still u32 (its fix d05bc313788f came in 6.12.68) but gated by the s64 has_space; no credit cap",
+		TX:       TXLinear, RX: RX3776, Credit: CreditS64, Limit: QueueLimitBytes,
 		RXHdrLenCheck: true, CreditUpdateOnDrain: true, ShutdownRemoves: true, DropRequestOnLive: true,
+		PollHonoursRcvlowat:       true,
+		CreditUpdateOnSetRcvlowat: true,
 	},
 	{
-		Name:   "linux-6.12.68",
-		Source: "Linux 6.12.68: nonlinear TX above 32,404 bytes (6693731487a8 as 69c5bf306115), credit min over both buffers (c0e42fb0e054)",
-		TX:     TXNonlinear, RX: RX3776, Credit: CreditMin, Limit: QueueLimitBytes,
+		Name:     "linux-6.12.68",
+		Releases: "6.12.68 (30 Jan 2026) to 6.12.93: before the receive-queue limit series (059b7dbd20a6, a4f0b001782b, c6087c5aaad6) of 6.12.94",
+		Source:   "Linux 6.12.68 announcement: nonlinear TX above 32,404 bytes (6693731487a8 backported to include/linux/virtio_vsock.h), get_credit underflow fix (d05bc313788f) and credit cap min(peer buf_alloc, buf_alloc) (c0e42fb0e054 = mainline 8ee784fdf006, CVE-2026-23086)",
+		TX:       TXNonlinear, RX: RX3776, Credit: CreditMin, Limit: QueueLimitBytes,
 		RXHdrLenCheck: true, CreditUpdateOnDrain: true, ShutdownRemoves: true, DropRequestOnLive: true,
+		PollHonoursRcvlowat:       true,
+		CreditUpdateOnSetRcvlowat: true,
 	},
 	{
-		Name:   "linux-6.17",
-		Source: "Linux 6.17: nonlinear TX (6693731487a8), 3776-byte RX buffers (03a92f036a04), hdr.len check (0dab92484474)",
-		TX:     TXNonlinear, RX: RX3776, Credit: CreditMin, Limit: QueueLimitBytes,
+		Name:     "linux-6.17",
+		Releases: "v6.17 to 6.17.13, the last 6.17.y (December 2025), all before the January 2026 credit fixes",
+		Source:   "Linux v6.17: nonlinear TX (6693731487a8), 3776-byte RX buffers (03a92f036a04), hdr.len check (0dab92484474); no credit cap: 8ee784fdf006 and 3ef3d52a1a98 were merged for v6.19 in January 2026, after 6.17.y had ended",
+		TX:       TXNonlinear, RX: RX3776, Credit: CreditS64, Limit: QueueLimitBytes,
 		RXHdrLenCheck: true, CreditUpdateOnDrain: true, ShutdownRemoves: true, DropRequestOnLive: true,
+		PollHonoursRcvlowat:       true,
+		CreditUpdateOnSetRcvlowat: true,
 	},
 	{
-		Name:   "linux-6.12.94-drop",
-		Source: "Linux 6.12.94-rc1 shortlog: 059b7dbd20a6 + c6087c5aaad6 receive-queue limit counting skbs, overrun dropped (CVE-2026-53132)",
-		TX:     TXNonlinear, RX: RX3776, Credit: CreditMin, Limit: QueueLimitDrop,
+		Name:     "linux-split-drop",
+		Releases: "none known: a what-if between two commits that were merged and backported together",
+		Source:   "c6087c5aaad6's split receive check (buf_used + len > buf_alloc, or (qlen+1) * SKB_TRUESIZE(0) > buf_alloc) with the silent drop of the kernels before a4f0b001782b; every stable review cycle that carried c6087c5aaad6 (June 2026: 6.12, 6.18, 7.0) also carried a4f0b001782b",
+		TX:       TXNonlinear, RX: RX3776, Credit: CreditMin, Limit: QueueLimitDrop,
 		RXHdrLenCheck: true, CreditUpdateOnDrain: true, ShutdownRemoves: true, DropRequestOnLive: true,
+		PollHonoursRcvlowat:       true,
+		CreditUpdateOnSetRcvlowat: true,
 	},
 	{
-		Name:   "linux-7.0-reset",
-		Source: "Linux 7.0 with a4f0b001782b + c6087c5aaad6: receive-queue overrun resets the connection with ENOBUFS (libkrun #795)",
-		TX:     TXNonlinear, RX: RX3776, Credit: CreditMin, Limit: QueueLimitReset,
+		Name:     "linux-7.0-reset",
+		Releases: "7.0.13 and later 7.0.y; the same vsock code as 6.12.94+ and 6.18.36+ (the fixed versions of CVE-2026-53132), and mainline from the rc that merged a4f0b001782b + c6087c5aaad6",
+		Source:   "Linux 059b7dbd20a6 + a4f0b001782b + c6087c5aaad6: split receive check; an overrun resets the connection with ENOBUFS (libkrun #795)",
+		TX:       TXNonlinear, RX: RX3776, Credit: CreditMin, Limit: QueueLimitReset,
 		RXHdrLenCheck: true, CreditUpdateOnDrain: true, ShutdownRemoves: true, DropRequestOnLive: true,
+		PollHonoursRcvlowat:       true,
+		CreditUpdateOnSetRcvlowat: true,
+	},
+	{
+		Name:     "linux-7.1-rc3",
+		Releases: "mainline v7.1-rc3 (059b7dbd20a6 merged through net in May 2026) up to the rc that merged a4f0b001782b + c6087c5aaad6 together; the May 2026 stable review cycles (6.6, 6.12, 6.18, 7.0) carried 059b7dbd20a6 alone but it was dropped from those queues before release",
+		Source:   "Linux 059b7dbd20a6 \"vsock/virtio: fix potential unbounded skb queue\" without c6087c5aaad6: virtio_transport_inc_rx_pkt drops a packet when (qlen+1) * SKB_TRUESIZE(0) + buf_used + len > buf_alloc, silently; the peer is never told, so its credit shrinks by every dropped packet (host->guest credit leak)",
+		TX:       TXNonlinear, RX: RX3776, Credit: CreditMin, Limit: QueueLimitCombined,
+		RXHdrLenCheck: true, CreditUpdateOnDrain: true, ShutdownRemoves: true, DropRequestOnLive: true,
+		PollHonoursRcvlowat:       true,
+		CreditUpdateOnSetRcvlowat: true,
 	},
 }
 

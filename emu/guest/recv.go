@@ -105,6 +105,7 @@ func (k *Kernel) recvListen(l *Socket, hdr *virtio.Header) {
 	c.remote = Addr{CID: hdr.SrcCID, Port: hdr.SrcPort}
 	c.bufSize, c.bufMin, c.bufMax = l.bufSize, l.bufMin, l.bufMax
 	c.bufAlloc = c.bufSize
+	c.transport = true
 	c.peerBufAlloc, c.peerFwdCnt = hdr.BufAlloc, hdr.FwdCnt
 	k.hashConnected(c)
 	l.acceptq = append(l.acceptq, c)
@@ -197,9 +198,13 @@ func (k *Kernel) enqueue(s *Socket, hdr *virtio.Header, payload []byte) {
 	if k.p.LimitCountsUnread {
 		held = s.rxBytes
 	}
+	overhead := uint64(len(s.rxq)+1) * skbTruesize0
 	over := uint64(held)+uint64(n) > uint64(s.bufAlloc)
-	if k.p.Limit != QueueLimitBytes {
-		over = over || uint64(len(s.rxq)+1)*skbTruesize0 > uint64(s.bufAlloc)
+	switch k.p.Limit {
+	case QueueLimitDrop, QueueLimitReset:
+		over = over || overhead > uint64(s.bufAlloc)
+	case QueueLimitCombined:
+		over = overhead+uint64(held)+uint64(n) > uint64(s.bufAlloc)
 	}
 	if over {
 		k.putSkbBuf(payload)

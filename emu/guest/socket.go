@@ -93,6 +93,10 @@ type Socket struct {
 	shut          uint8
 	peerShut      uint8
 	ssConnected   bool // sock->state is SS_CONNECTED or SS_DISCONNECTING
+	// transport: vsk->transport is assigned (connect, or a child made by
+	// a listener); it stays until the owner closes the socket.
+	transport bool
+	rcvlowat  uint32 // sk_rcvlowat, 1 by default (sock_init_data)
 
 	// Credit (struct virtio_vsock_sock).
 	bufSize, bufMin, bufMax uint32
@@ -140,7 +144,7 @@ func (s *Socket) String() string {
 // Socket creates a stream socket (socket(AF_VSOCK, SOCK_STREAM, 0)).
 func (k *Kernel) Socket() *Socket {
 	k.nextID++
-	s := &Socket{ID: k.nextID, k: k, state: StateClose, bufSize: DefaultBufferSize, bufMin: MinBufferSize, bufMax: MaxBufferSize}
+	s := &Socket{ID: k.nextID, k: k, state: StateClose, bufSize: DefaultBufferSize, bufMin: MinBufferSize, bufMax: MaxBufferSize, rcvlowat: 1}
 	k.sockets = append(k.sockets, s)
 	return s
 }
@@ -255,6 +259,7 @@ func (k *Kernel) Connect(s *Socket, cid uint64, port uint32) error {
 	s.done = false
 	s.shut, s.peerShut = 0, 0
 	s.bufAlloc = s.bufSize
+	s.transport = true
 	s.fwdCnt, s.lastFwdCnt, s.txCnt, s.peerBufAlloc, s.peerFwdCnt = 0, 0, 0, 0, 0
 	s.state = StateSynSent
 	k.logConn("%s connect %s from port %d", s, s.remote, s.local.Port)
@@ -367,7 +372,12 @@ func (k *Kernel) Recv(s *Socket, p []byte, cont bool) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
-	if s.rxBytes > 0 {
+	// A program that found nothing waits in epoll, which reports EPOLLIN
+	// only once SO_RCVLOWAT bytes are queued (dataReady); read(2) itself
+	// takes whatever is there (vsock_connectible_wait_data stops at any
+	// data). So a retry after blocking waits for the threshold, a first
+	// attempt does not. Errors and end of stream wake it as before.
+	if s.rxBytes > 0 && (!cont || k.dataReady(s) || s.err != 0 || s.shut&ShutRcv != 0 || s.peerShut&ShutSend != 0 || s.done) {
 		return k.dequeue(s, p), nil
 	}
 	if s.err != 0 {
@@ -401,11 +411,14 @@ func (k *Kernel) dequeue(s *Socket, p []byte) int {
 	}
 	s.rxBytes -= uint32(n)
 	s.popSkbs(done)
+	// virtio_transport_stream_do_dequeue: with 93b808876682 an update also
+	// goes out when fwd_cnt moved and fewer bytes are queued than
+	// sock_rcvlowat, the amount that would wake the reader.
 	delta := s.fwdCnt - s.lastFwdCnt
 	freeSpace := int64(s.bufAlloc) - int64(delta)
 	update := freeSpace < virtio.MaxPktBufSize
 	if k.p.CreditUpdateOnDrain {
-		update = delta != 0 && (update || s.rxBytes < 1)
+		update = delta != 0 && (update || s.rxBytes < s.rcvlowat)
 	}
 	if update && s.state == StateEstablished {
 		k.sendCtl(s, virtio.OpCreditUpdate, 0)
@@ -414,8 +427,12 @@ func (k *Kernel) dequeue(s *Socket, p []byte) int {
 }
 
 // SetBufferSize is SO_VM_SOCKETS_BUFFER_SIZE: clamped to [min, max]; when the
-// socket has a transport the new size becomes buf_alloc at once and a
-// CREDIT_UPDATE tells the peer (af_vsock.c vsock_update_buffer_size).
+// size changes and the socket has a transport, whatever its state, the new
+// size becomes buf_alloc at once and a CREDIT_UPDATE tells the peer (Linux
+// net/vmw_vsock/af_vsock.c vsock_update_buffer_size and
+// virtio_transport_common.c virtio_transport_notify_buffer_size, v6.12;
+// neither looks at sk_state). Without a transport only the size is kept;
+// connect or accept makes it buf_alloc.
 func (k *Kernel) SetBufferSize(s *Socket, n uint64) {
 	v := min(n, uint64(s.bufMax))
 	v = max(v, uint64(s.bufMin))
@@ -423,11 +440,33 @@ func (k *Kernel) SetBufferSize(s *Socket, n uint64) {
 		return
 	}
 	s.bufSize = uint32(v)
-	if s.state == StateEstablished || s.state == StateClosing {
+	if s.transport {
 		s.bufAlloc = s.bufSize
 		k.sendCtl(s, virtio.OpCreditUpdate, 0)
 	}
 }
+
+// SetRcvlowat is SO_RCVLOWAT (Linux net/vmw_vsock/af_vsock.c
+// vsock_set_rcvlowat, v6.12): a value above the buffer size is EINVAL (a
+// negative one is INT_MAX to sock_setsockopt, so EINVAL too); 0 means 1.
+// With 0fe1798968115 (v6.8, Profile.CreditUpdateOnSetRcvlowat) a socket
+// with a transport first sends a CREDIT_UPDATE when fewer bytes are queued
+// than the new value and the peer has not heard of the last bytes read
+// (virtio_transport_notify_set_rcvlowat): the sender may be waiting for
+// credit the reader will not free until the new threshold is met.
+func (k *Kernel) SetRcvlowat(s *Socket, val int) error {
+	if val < 0 || uint64(val) > uint64(s.bufSize) {
+		return syscall.EINVAL
+	}
+	if s.transport && k.p.CreditUpdateOnSetRcvlowat && s.rxBytes < uint32(val) && s.fwdCnt != s.lastFwdCnt {
+		k.sendCtl(s, virtio.OpCreditUpdate, 0)
+	}
+	s.rcvlowat = max(uint32(val), 1)
+	return nil
+}
+
+// Rcvlowat returns sk_rcvlowat.
+func (s *Socket) Rcvlowat() int { return int(s.rcvlowat) }
 
 // SetBufferLimits sets SO_VM_SOCKETS_BUFFER_MIN_SIZE and _MAX_SIZE and
 // re-clamps the size.
@@ -544,8 +583,19 @@ func (k *Kernel) Readable(s *Socket) bool {
 	if s.state == StateListen {
 		return len(s.acceptq) > 0
 	}
-	return s.rxBytes > 0 || s.err != 0 || s.shut&ShutRcv != 0 || s.peerShut&ShutSend != 0 || s.done ||
+	return k.dataReady(s) || s.err != 0 || s.shut&ShutRcv != 0 || s.peerShut&ShutSend != 0 || s.done ||
 		s.state != StateEstablished && s.state != StateSynSent
+}
+
+// dataReady is EPOLLIN for queued data: since e7a3266c9167 (v6.1) the
+// transport compares has_data with sock_rcvlowat (Linux af_vsock.c
+// vsock_poll, virtio_transport_common.c virtio_transport_notify_poll_in);
+// before, any byte was enough.
+func (k *Kernel) dataReady(s *Socket) bool {
+	if k.p.PollHonoursRcvlowat {
+		return s.rxBytes >= s.rcvlowat
+	}
+	return s.rxBytes > 0
 }
 
 // Writable reports whether a blocked writer of s would wake: credit, an

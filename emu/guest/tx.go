@@ -2,10 +2,6 @@ package guest
 
 import "github.com/vsocklab/vsocklab/virtio"
 
-// maxTXBufs bounds the descriptors of one packet: a header and up to two
-// 32 KiB fragments of a 64 KiB payload.
-const maxTXBufs = 4
-
 type allocRec struct {
 	addr uint64
 	n    uint32
@@ -137,16 +133,24 @@ func (k *Kernel) transmit(s *Socket, hdr *virtio.Header, payload []byte) bool {
 			ok = k.mem.WriteAt(payload, hdrAddr+virtio.HeaderLen) == nil
 		}
 	default:
-		// A nonlinear skb: a header-only head and one page fragment per
-		// 32 KiB (alloc_skb_with_frags at order 3).
+		// A nonlinear skb (virtio_vsock_alloc_skb above the threshold): a
+		// header-only head, then one descriptor per page fragment
+		// (virtio_transport_send_skb). Each fragment sits at the start of
+		// its own compound page of the order alloc_skb_with_frags chose.
+		var frags fragLayout
+		if frags, ok = skbFrags(n, costlyOrder); !ok {
+			break
+		}
 		if hdrAddr, ok = k.alloc(p, virtio.HeaderLen); ok {
 			p.add(hdrAddr, virtio.HeaderLen)
-			for off := uint32(0); ok && off < n; off += fragMax {
-				chunk := min(n-off, fragMax)
+			off := uint32(0)
+			for i := 0; ok && i < frags.n; i++ {
+				chunk := frags.size[i]
 				var frag uint64
-				if frag, ok = k.alloc(p, chunk); ok {
+				if frag, ok = k.alloc(p, pageSize<<frags.order[i]); ok {
 					p.add(frag, chunk)
 					ok = k.mem.WriteAt(payload[off:off+chunk], frag) == nil
+					off += chunk
 				}
 			}
 		}

@@ -66,6 +66,36 @@ var connScenarios = []connScenario{
 		require.Equal(t, 250*time.Millisecond, time.Since(start))
 		c.Close()
 	}},
+	{"SO_RCVLOWAT holds a blocked read until the threshold; the options fail on the host side", func(t *testing.T, l *Lab) {
+		// Linux af_vsock.c vsock_set_rcvlowat and vsock_poll (v6.12): a
+		// read that blocks wakes only once SO_RCVLOWAT bytes are queued.
+		got := make(chan int, 1)
+		guestAccept(t, l, 5000, func(c net.Conn) {
+			gc := c.(*Conn)
+			require.ErrorIs(t, gc.SetRcvlowat(256*1024+1), syscall.EINVAL)
+			require.NoError(t, gc.SetVsockBufferSize(128*1024))
+			require.NoError(t, gc.SetRcvlowat(3000))
+			n, err := c.Read(make([]byte, 8000))
+			require.NoError(t, err)
+			got <- n
+		})
+		c, _ := hybridDial(t, l, 5000)
+		hc := c.(*Conn)
+		require.ErrorIs(t, hc.SetRcvlowat(1), syscall.ENOPROTOOPT)
+		time.Sleep(time.Millisecond)
+		_, err := c.Write(make([]byte, 2000))
+		require.NoError(t, err)
+		time.Sleep(100 * time.Millisecond)
+		select {
+		case n := <-got:
+			t.Fatalf("the read woke with %d bytes, below SO_RCVLOWAT", n)
+		default:
+		}
+		_, err = c.Write(make([]byte, 1000))
+		require.NoError(t, err)
+		require.Equal(t, 3000, <-got)
+		c.Close()
+	}},
 	{"peer close gives EOF", func(t *testing.T, l *Lab) {
 		got := make(chan error, 1)
 		guestAccept(t, l, 5000, func(c net.Conn) {

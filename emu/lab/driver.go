@@ -32,6 +32,7 @@ const (
 	opShutdown
 	opClose
 	opCancel
+	opSockopt
 )
 
 // reqKey orders requests that reach the driver at the same instant: the

@@ -350,3 +350,50 @@ func (w *PipeWriter) Close() error {
 		}})
 	return nil
 }
+
+// SetVsockBufferSize is setsockopt(SO_VM_SOCKETS_BUFFER_SIZE) on a guest
+// connection: the size is clamped to the socket's limits and, as the socket
+// has a transport, becomes its buf_alloc at once with a CREDIT_UPDATE to
+// the peer (Linux af_vsock.c vsock_update_buffer_size). On a host
+// connection it fails with ENOPROTOOPT.
+func (c *Conn) SetVsockBufferSize(n uint64) error {
+	return c.sockopt("SO_VM_SOCKETS_BUFFER_SIZE", func(k *guest.Kernel, s *guest.Socket) error {
+		k.SetBufferSize(s, n)
+		return nil
+	})
+}
+
+// SetRcvlowat is setsockopt(SO_RCVLOWAT) on a guest connection (Linux
+// af_vsock.c vsock_set_rcvlowat): EINVAL above the buffer size; a read that
+// blocks then waits until that many bytes are queued. On a host connection
+// it fails with ENOPROTOOPT (Unix stream sockets are not modelled that far).
+func (c *Conn) SetRcvlowat(n int) error {
+	return c.sockopt("SO_RCVLOWAT", func(k *guest.Kernel, s *guest.Socket) error { return k.SetRcvlowat(s, n) })
+}
+
+// sockopt applies a socket option to the guest socket under c, in order with
+// the world's other operations.
+func (c *Conn) sockopt(name string, set func(*guest.Kernel, *guest.Socket) error) error {
+	g, ok := c.b.(*guestSock)
+	if !ok {
+		return opError("setsockopt", c.network, c.local, c.remote, os.NewSyscallError("setsockopt "+name, syscall.ENOPROTOOPT))
+	}
+	var err error
+	r := c.request(opSockopt, "setsockopt "+name)
+	r.attempt = func(bool) bool {
+		if c.isClosed() {
+			err = net.ErrClosed
+			return true
+		}
+		if e := set(g.k, g.s); e != nil {
+			err = os.NewSyscallError("setsockopt "+name, e)
+		}
+		return true
+	}
+	r.fail = func(e error) { err = e }
+	c.d.do(r)
+	if err != nil {
+		return opError("setsockopt", c.network, c.local, c.remote, err)
+	}
+	return nil
+}

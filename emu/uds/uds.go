@@ -15,11 +15,24 @@ import (
 	"syscall"
 )
 
-// DefaultBuffer is how many bytes one direction of a connection holds before
-// a writer would block: Linux's default socket send buffer
-// (net.core.wmem_default = 212992), against which a Unix stream socket
-// charges the bytes queued at its peer.
+// DefaultBuffer is a Unix stream socket's default send buffer, sk_sndbuf =
+// net.core.wmem_default = 212992. A Unix stream socket charges what it
+// queues at its peer to its own sk_wmem_alloc until the peer has read it.
 const DefaultBuffer = 212992
+
+// MinBuffer is SOCK_MIN_SNDBUF on x86_64 (include/net/sock.h: twice
+// TCP_SKB_MIN_TRUESIZE, 2048 + a cache-aligned struct sk_buff).
+const MinBuffer = 2 * (2048 + skbStructSize)
+
+// The sk_buff geometry of x86_64 with 64-byte cache lines and 4 KiB pages.
+const (
+	pageSize       = 4096
+	skbStructSize  = 256                      // SKB_DATA_ALIGN(sizeof(struct sk_buff))
+	skbSharedInfo  = 320                      // SKB_DATA_ALIGN(sizeof(struct skb_shared_info))
+	skbMaxHead0    = pageSize - skbSharedInfo // SKB_MAX_HEAD(0)
+	unixFragsSize  = 32768                    // UNIX_SKB_FRAGS_SZ: PAGE_SIZE << get_order(32768)
+	skbMaxUnixSize = skbMaxHead0 + unixFragsSize
+)
 
 // Namespace is the set of bound socket paths of one host.
 type Namespace struct {
@@ -27,15 +40,15 @@ type Namespace struct {
 	bufSize   int
 }
 
-// NewNamespace returns an empty namespace whose connections buffer
-// DefaultBuffer bytes per direction.
+// NewNamespace returns an empty namespace whose sockets have the default
+// send buffer.
 func NewNamespace() *Namespace {
 	return &Namespace{listeners: map[string]*Listener{}, bufSize: DefaultBuffer}
 }
 
-// SetBufferSize changes the per-direction buffer of connections made from
-// now on.
-func (ns *Namespace) SetBufferSize(n int) { ns.bufSize = max(n, 1) }
+// SetBufferSize changes sk_sndbuf of the sockets of connections made from
+// now on; like sock_setsockopt it never goes below SOCK_MIN_SNDBUF.
+func (ns *Namespace) SetBufferSize(n int) { ns.bufSize = max(n, MinBuffer) }
 
 // Listener is a listening Unix stream socket.
 type Listener struct {
@@ -120,9 +133,12 @@ func (ns *Namespace) Connect(path string) (*Conn, error) {
 
 // Conn is one end of a connected Unix stream socket pair.
 type Conn struct {
-	peer  *Conn
-	in    queue // bytes written by the peer, not yet read here
-	limit int   // capacity of in
+	peer *Conn
+	in   queue     // bytes written by the peer, not yet read here
+	skbs []unixSkb // the skbs those bytes arrived in, oldest first
+
+	sndbuf int // sk_sndbuf
+	wmem   int // sk_wmem_alloc: truesize of this end's skbs the peer has not consumed
 
 	wrShut bool // this end will write no more (shutdown(SHUT_WR) or close)
 	closed bool
@@ -135,10 +151,19 @@ type Conn struct {
 	OnReady func()
 }
 
-// Pair returns two connected ends, each direction holding up to buf bytes.
-func Pair(buf int) (*Conn, *Conn) {
-	a := &Conn{limit: buf}
-	b := &Conn{limit: buf}
+// unixSkb is one skb in a receive queue: its unread bytes and the truesize
+// charged to the sender until it is consumed.
+type unixSkb struct {
+	left     int
+	truesize int
+}
+
+// Pair returns two connected ends whose send buffers are sndbuf bytes
+// (at least MinBuffer).
+func Pair(sndbuf int) (*Conn, *Conn) {
+	sndbuf = max(sndbuf, MinBuffer)
+	a := &Conn{sndbuf: sndbuf}
+	b := &Conn{sndbuf: sndbuf}
 	a.peer, b.peer = b, a
 	return a, b
 }
@@ -152,12 +177,52 @@ func (c *Conn) ready() {
 // Buffered returns how many bytes are waiting to be read at this end.
 func (c *Conn) Buffered() int { return c.in.len() }
 
-// Space returns how many bytes a write from this end could queue now.
+// skbSize is how many bytes unix_stream_sendmsg puts in its next skb when
+// n remain (Linux net/unix/af_unix.c, v6.12): half the send buffer less 64
+// ("keep two messages in the pipe"), and at most a page-sized head plus
+// UNIX_SKB_FRAGS_SZ of fragments.
+func (c *Conn) skbSize(n int) int {
+	return min(n, c.sndbuf>>1-64, skbMaxUnixSize)
+}
+
+// skbTruesize is the truesize of the skb unix_stream_sendmsg allocates for
+// size bytes: data beyond a page-sized head goes in page fragments
+// (data_len = min(size, PAGE_ALIGN(size - SKB_MAX_HEAD(0)))), the head is
+// a kmalloc'ed buffer plus skb_shared_info, the struct sk_buff on top
+// (sock_alloc_send_pskb, alloc_skb_with_frags, __alloc_skb's SKB_TRUESIZE).
+// Approximate for heads small enough for skb_small_head_cache.
+func skbTruesize(size int) int {
+	data := min(size, pageAlign(max(size-skbMaxHead0, 0)))
+	head := size - data
+	return kmallocSize(cacheAlign(head)+skbSharedInfo) + skbStructSize + pageAlign(data)
+}
+
+func pageAlign(n int) int  { return (n + pageSize - 1) &^ (pageSize - 1) }
+func cacheAlign(n int) int { return (n + 63) &^ 63 }
+
+// kmallocSize is the kmalloc bucket that serves n bytes.
+func kmallocSize(n int) int {
+	for _, b := range []int{64, 96, 128, 192, 256, 512, 1024, 2048, 4096} {
+		if n <= b {
+			return b
+		}
+	}
+	return pageAlign(n) // kmalloc_large: whole pages
+}
+
+// Space returns how many bytes one write from this end would queue now:
+// 0 when it would block.
 func (c *Conn) Space() int {
 	if c.peer == nil || c.peer.closed {
 		return 0
 	}
-	return max(c.peer.limit-c.peer.in.len(), 0)
+	n, wmem := 0, c.wmem
+	for wmem < c.sndbuf {
+		size := c.skbSize(skbMaxUnixSize)
+		n += size
+		wmem += skbTruesize(size)
+	}
+	return n
 }
 
 // Closed reports whether Close was called on this end.
@@ -180,7 +245,10 @@ func (c *Conn) takeErr() error {
 
 // Read copies buffered bytes into p. With nothing buffered it returns EOF if
 // the peer will write no more, and EAGAIN otherwise. A pending socket error
-// (ECONNRESET when the peer closed with unread data) comes first.
+// (ECONNRESET when the peer closed with unread data) comes first. An skb
+// read to its end gives its truesize back to the writer
+// (unix_stream_read_generic consumes it), which may make the writer
+// writable again.
 func (c *Conn) Read(p []byte) (int, error) {
 	if err := c.takeErr(); err != nil {
 		return 0, err
@@ -195,15 +263,35 @@ func (c *Conn) Read(p []byte) (int, error) {
 		return 0, syscall.EAGAIN
 	}
 	n := c.in.read(p)
-	if n > 0 && c.peer != nil {
+	freed := 0
+	for left := n; left > 0; {
+		s := &c.skbs[0]
+		k := min(left, s.left)
+		s.left -= k
+		left -= k
+		if s.left == 0 {
+			freed += s.truesize
+			c.skbs = c.skbs[1:]
+		}
+	}
+	if len(c.skbs) == 0 {
+		c.skbs = nil
+	}
+	if freed > 0 && c.peer != nil {
+		c.peer.wmem -= freed
 		c.peer.ready() // the peer may write again
 	}
 	return n, nil
 }
 
-// Write queues as much of p as fits at the peer. It returns EAGAIN when
-// nothing fits, EPIPE when this end was shut down for writing or the peer is
-// gone.
+// Write is unix_stream_sendmsg on a non-blocking socket (Linux
+// net/unix/af_unix.c, v6.12): p goes out in skbs of skbSize bytes, and
+// each skb is admitted while sk_wmem_alloc is below sk_sndbuf
+// (sock_alloc_send_pskb), so the last one may take the socket past its
+// buffer by a whole skb. A write stops at the first skb not admitted and
+// returns what was queued, or EAGAIN when nothing was: partial writes
+// happen at skb boundaries, never mid-skb. EPIPE when this end was shut
+// down for writing or the peer is gone.
 func (c *Conn) Write(p []byte) (int, error) {
 	if err := c.takeErr(); err != nil {
 		return 0, err
@@ -214,13 +302,20 @@ func (c *Conn) Write(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
-	n := min(len(p), c.Space())
-	if n == 0 {
+	sent := 0
+	for sent < len(p) && c.wmem < c.sndbuf {
+		size := c.skbSize(len(p) - sent)
+		ts := skbTruesize(size)
+		c.wmem += ts
+		c.peer.in.write(p[sent : sent+size])
+		c.peer.skbs = append(c.peer.skbs, unixSkb{left: size, truesize: ts})
+		sent += size
+	}
+	if sent == 0 {
 		return 0, syscall.EAGAIN
 	}
-	c.peer.in.write(p[:n])
 	c.peer.ready()
-	return n, nil
+	return sent, nil
 }
 
 // CloseWrite is shutdown(SHUT_WR): the peer reads what is buffered, then EOF.
@@ -246,6 +341,10 @@ func (c *Conn) Close() {
 	c.closed = true
 	c.wrShut = true
 	c.in.reset()
+	c.skbs = nil
+	if c.peer != nil {
+		c.peer.wmem = 0 // the purged skbs give their truesize back
+	}
 	if p := c.peer; p != nil && !p.closed {
 		if unread {
 			p.err = syscall.ECONNRESET

@@ -51,21 +51,66 @@ func TestConnectAcceptAndData(t *testing.T) {
 	require.ErrorIs(t, err, syscall.EAGAIN)
 }
 
-func TestBufferLimitAndReadiness(t *testing.T) {
-	a, b := Pair(10)
+func TestWriteAdmissionIsLinuxs(t *testing.T) {
+	// Linux net/unix/af_unix.c unix_stream_sendmsg (v6.12): skbs of at most
+	// SKB_MAX_HEAD(0) + UNIX_SKB_FRAGS_SZ = 36,544 bytes (truesize 37,120),
+	// each admitted while sk_wmem_alloc < sk_sndbuf (212,992): six fit, the
+	// sixth taking the socket 9,728 bytes past its buffer.
+	a, b := Pair(DefaultBuffer)
 	aReady := 0
 	a.OnReady = func() { aReady++ }
-	n, err := a.Write(make([]byte, 25))
+	require.Equal(t, 6*36544, a.Space())
+	n, err := a.Write(make([]byte, 1<<20))
 	require.NoError(t, err)
-	require.Equal(t, 10, n)
+	require.Equal(t, 6*36544, n, "a partial write, at an skb boundary")
+	require.Equal(t, 6*37120, a.wmem)
 	require.Zero(t, a.Space())
 	_, err = a.Write([]byte{1})
 	require.ErrorIs(t, err, syscall.EAGAIN)
-	n, err = b.Read(make([]byte, 4))
+
+	// Reading part of an skb frees nothing; its last byte frees all of it.
+	_, err = b.Read(make([]byte, 36543))
 	require.NoError(t, err)
-	require.Equal(t, 4, n)
-	require.Equal(t, 1, aReady, "reading makes the writer writable again")
-	require.Equal(t, 4, a.Space())
+	require.Zero(t, aReady)
+	_, err = a.Write([]byte{1})
+	require.ErrorIs(t, err, syscall.EAGAIN)
+	_, err = b.Read(make([]byte, 1))
+	require.NoError(t, err)
+	require.Equal(t, 1, aReady, "consuming an skb makes the writer writable again")
+	n, err = a.Write(make([]byte, 1<<20))
+	require.NoError(t, err)
+	require.Equal(t, 36544, n, "one more skb: 5 * 37,120 < 212,992")
+}
+
+func TestSmallWritesFillTheBufferWithOverhead(t *testing.T) {
+	// A 100-byte skb costs 768 bytes of truesize (a 512-byte kmalloc head
+	// and the sk_buff): 278 of them fill 212,992 bytes of send buffer.
+	a, _ := Pair(DefaultBuffer)
+	writes := 0
+	for {
+		_, err := a.Write(make([]byte, 100))
+		if err != nil {
+			require.ErrorIs(t, err, syscall.EAGAIN)
+			break
+		}
+		writes++
+	}
+	require.Equal(t, 278, writes)
+}
+
+func TestSkbTruesize(t *testing.T) {
+	for _, tc := range []struct{ size, truesize int }{
+		{0, 768},
+		{100, 768},
+		{3776, 4096 + 256},
+		{3777, 512 + 256 + 4096}, // data_len = min(3777, PAGE_ALIGN(1)): all of it in one page, an empty head
+		{36544, 4096 + 256 + 32768},
+	} {
+		require.Equal(t, tc.truesize, skbTruesize(tc.size), tc.size)
+	}
+	a, _ := Pair(1)
+	require.Equal(t, MinBuffer, a.sndbuf, "SOCK_MIN_SNDBUF")
+	require.Equal(t, MinBuffer/2-64, a.skbSize(1<<20), "half the buffer less 64")
 }
 
 func TestShutdownAndClose(t *testing.T) {
