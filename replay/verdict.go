@@ -90,8 +90,8 @@ const (
 	// MaxTimeToStarted: every resume's start sequence must finish within
 	// this (hostd's backoff alone reaches 5 s only after six failures).
 	MaxTimeToStarted = 5 * time.Second
-	// growthCycles: time-to-started that rises over this many resumes in a
-	// row grows with the cycles.
+	// growthCycles: time-to-started (or the leaked sockets) rising over
+	// this many resumes in a row grows with the cycles.
 	growthCycles = 3
 )
 
@@ -115,10 +115,11 @@ type Oracle struct {
 //   - resume-grows: time-to-started did not rise over growthCycles resumes
 //     in a row;
 //   - socket-leak: the sockets a reset left in the guest's connected table
-//     and their owners never closed do not pile up across resumes (one a
-//     reset caught idle, such as a log stream with nothing more to write,
-//     is not yet a leak: its owner learns of the reset on its next write;
-//     one more with every cycle is seed 003's leak);
+//     and their owners never closed do not rise over growthCycles resumes
+//     in a row (a socket a reset caught idle, such as a log stream with
+//     nothing more to write, is not yet a leak: its owner learns of the
+//     reset on its next write; one more with every cycle is seed 003's
+//     leak);
 //   - device-invariant: the device reported no invariant violation.
 func FailedOracle(r *Report) *Oracle {
 	st := r.Stdout
@@ -154,9 +155,18 @@ func FailedOracle(r *Report) *Oracle {
 			return &Oracle{"resume-grows", fmt.Sprintf("time-to-started rose over resumes %d to %d: %s", i+1-growthCycles, i+1, r.Resumes[i-growthCycles:i+1])}
 		}
 	}
-	if l := r.LeakedByResume; len(l) >= 2 && l[len(l)-1] > l[0] {
-		return &Oracle{"socket-leak", fmt.Sprintf("sockets a reset left in the guest's connected table, unclosed by their owners, rose from %d after resume 1 to %d after resume %d",
-			l[0], l[len(l)-1], len(l))}
+	rising = 0
+	for i := 1; i < len(r.LeakedByResume); i++ {
+		l := r.LeakedByResume
+		if l[i] > l[i-1] {
+			rising++
+		} else {
+			rising = 0
+		}
+		if rising >= growthCycles {
+			return &Oracle{"socket-leak", fmt.Sprintf("sockets a reset left in the guest's connected table, unclosed by their owners, rose with each of resumes %d to %d: %v",
+				i+1-growthCycles, i+1, l[i-growthCycles:i+1])}
+		}
 	}
 	if len(r.Violations) > 0 {
 		return &Oracle{"device-invariant", fmt.Sprintf("%d violations, the first: %s", len(r.Violations), r.Violations[0])}

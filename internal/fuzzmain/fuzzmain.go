@@ -13,9 +13,10 @@
 // an exec of FuzzTXChain still costs about half a millisecond, and at the
 // start of a run every mutation of a seed is new: both workers minimized
 // for 15 s. So when the user did not choose -fuzzminimizetime, the
-// coordinator gives each input a budget of MinimizeExecs execs, enough
-// for the minimizer's tail cut and a pass of single-byte removals over a
-// capped input, and soon over: the exec counter moves every few seconds.
+// coordinator gives each input a budget of execs the package chooses
+// (Main's argument), enough for the minimizer's tail cut and a pass of
+// single-byte removals over a capped input, and soon over: the exec
+// counter moves every few seconds.
 // A count, not a duration: with a duration the coordinator's deadline
 // and the worker's own are the same instant, the coordinator usually
 // wins, and it then kills and restarts the worker (internal/fuzz/worker.go,
@@ -59,20 +60,20 @@ import (
 // Main runs the package's tests; when this process coordinates a fuzzing
 // run bounded by a duration, it ends the run with an interrupt instead of
 // the coordinator's deadline.
-func Main(m *testing.M) {
+//
+// minimizeExecs is the package's default minimization budget per new
+// input, in execs: about a second's worth of its costliest target's
+// execs on a loaded 2-core machine.
+func Main(m *testing.M, minimizeExecs int) {
 	flag.Parse()
 	if coordinator() {
-		boundMinimization()
+		boundMinimization(minimizeExecs)
 		if d, ok := fuzzDuration(); ok && runtime.GOOS != "windows" {
 			interruptAfter(d)
 		}
 	}
 	os.Exit(m.Run())
 }
-
-// MinimizeExecs is the default -fuzzminimizetime of these packages'
-// targets, a count of execs per input.
-const MinimizeExecs = 1000
 
 // coordinator reports whether this process coordinates fuzzing workers:
 // -test.fuzz set, -test.fuzzworker not.
@@ -81,13 +82,13 @@ func coordinator() bool {
 	return fuzz != nil && fuzz.Value.String() != "" && worker != nil && worker.Value.String() != "true"
 }
 
-// boundMinimization sets -fuzzminimizetime to MinimizeExecs execs unless
-// the command line set it.
-func boundMinimization() {
+// boundMinimization sets -fuzzminimizetime to execs unless the command
+// line set it.
+func boundMinimization(execs int) {
 	set := false
 	flag.Visit(func(f *flag.Flag) { set = set || f.Name == "test.fuzzminimizetime" })
 	if f := flag.Lookup("test.fuzzminimizetime"); f != nil && !set {
-		_ = f.Value.Set(strconv.Itoa(MinimizeExecs) + "x")
+		_ = f.Value.Set(strconv.Itoa(execs) + "x")
 	}
 }
 
