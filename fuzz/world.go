@@ -237,3 +237,15 @@ func WriteFinding(dir string, f *Finding) (string, error) {
 	path := filepath.Join(dir, fmt.Sprintf("%s-%016x.trace", f.Oracle, h))
 	return path, os.WriteFile(path, []byte(f.Trace), 0o644)
 }
+
+// Class names a finding's class by what failed and where: the oracle and
+// the device profile, plus the fault when one was injected (a loss the
+// configuration asked for is not the device's). Incidents of one class
+// share a cause; a triage reads the trace to tell more.
+func (f *Finding) Class() string {
+	c := f.Oracle + "/" + f.World.Device
+	if f.World.DropTX > 0 {
+		c += "+drop-tx"
+	}
+	return c
+}
