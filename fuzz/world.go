@@ -238,12 +238,19 @@ func WriteFinding(dir string, f *Finding) (string, error) {
 	return path, os.WriteFile(path, []byte(f.Trace), 0o644)
 }
 
-// Class names a finding's class by what failed and where: the oracle and
-// the device profile, plus the fault when one was injected (a loss the
-// configuration asked for is not the device's). Incidents of one class
-// share a cause; a triage reads the trace to tell more.
+// Class names a finding's class by what failed and where: the oracle, the
+// device profile, and the parts of the configuration that are known
+// defects or injected faults rather than choices (init without its write
+// timeout, init keeping reset sessions, a drop-tx fault). Findings of one
+// class share a cause; a triage reads the trace to tell more.
 func (f *Finding) Class() string {
 	c := f.Oracle + "/" + f.World.Device
+	if f.World.NoWriteTimeout {
+		c += "+no-write-timeout"
+	}
+	if f.World.KeepResetSessions {
+		c += "+keep-reset-sessions"
+	}
 	if f.World.DropTX > 0 {
 		c += "+drop-tx"
 	}
