@@ -188,7 +188,7 @@ type Finding struct {
 }
 
 func (f *Finding) Error() string {
-	return fmt.Sprintf("oracle %s failed: %s\nconfiguration: %s", f.Oracle, f.Why, f.World)
+	return fmt.Sprintf("oracle %s failed: %s\nconfiguration: %s\nclass: %s", f.Oracle, f.Why, f.World, f.Class())
 }
 
 // CheckWorld builds the system DecodeWorld(w0, w1, w2) describes, runs it as
