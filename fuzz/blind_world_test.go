@@ -12,7 +12,7 @@ import (
 )
 
 // TestBlindWorld is the baseline for the world target's time-to-first-failure in
-// BENCHMARKS.md: uniformly random words, no coverage feedback, the same
+// BENCHMARKS.md: uniformly random choices, no coverage feedback, the same
 // CheckWorld and oracles, for a budget; it reports when each finding class
 // (Finding.Class) first showed. Run with VSOCKLAB_BLIND=world
 // (VSOCKLAB_BLIND_BUDGET, default 60s); it reports, it does not assert.
@@ -32,7 +32,11 @@ func TestBlindWorld(t *testing.T) {
 	first := map[string]time.Duration{}
 	n := 0
 	for ; time.Since(start) < budget; n++ {
-		err := CheckWorld(lab.T(t), rng.Uint64(), rng.Uint64(), rng.Uint64())
+		var c Choices
+		for i := range c {
+			c[i] = byte(rng.UintN(256))
+		}
+		err := CheckWorld(lab.T(t), c)
 		var f *Finding
 		if errors.As(err, &f) {
 			if _, seen := first[f.Class()]; !seen {

@@ -25,14 +25,14 @@ import (
 // is a triage list: findings of those classes are skipped, so that a
 // campaign goes on to the next class.
 //
-// Three uint64 words, not a []byte: Go does not minimize integers
-// (internal/fuzz/minimize.go), and each exec runs a whole system.
+// One byte per choice (Choices), not a []byte: Go does not minimize
+// integers (internal/fuzz/minimize.go), and each exec runs a whole system.
 func FuzzWorld(f *testing.F) {
-	f.Add(uint64(0), uint64(0), uint64(0))
-	f.Add(uint64(0x0100_0002_0000), uint64(6|3<<3|10<<6), uint64(3|20<<3|5<<8))
+	f.Add(byte(0), byte(0), byte(0), byte(0), byte(0), byte(0), byte(0), byte(0), byte(0), byte(0), byte(0), byte(0))
+	f.Add(byte(1), byte(0), byte(2), byte(1), byte(0), byte(6), byte(3), byte(10), byte(0), byte(3), byte(20), byte(5))
 	known := strings.Fields(strings.ReplaceAll(os.Getenv("VSOCKLAB_KNOWN_CLASSES"), ",", " "))
-	f.Fuzz(func(t *testing.T, w0, w1, w2 uint64) {
-		err := CheckWorld(lab.T(t), w0, w1, w2)
+	f.Fuzz(func(t *testing.T, device, kernel, init, hostd, seed, total, size, every, fault, cycles, dwell, pause byte) {
+		err := CheckWorld(lab.T(t), Choices{device, kernel, init, hostd, seed, total, size, every, fault, cycles, dwell, pause})
 		var finding *Finding
 		if errors.As(err, &finding) {
 			if slices.Contains(known, finding.Class()) {
@@ -47,26 +47,26 @@ func FuzzWorld(f *testing.F) {
 }
 
 func TestWorldTraceParses(t *testing.T) {
-	for _, ws := range [][3]uint64{{0, 0, 0}, {^uint64(0), ^uint64(0), ^uint64(0)}, {0x0100_0002_0000, 6 | 3<<3 | 10<<6, 3 | 20<<3 | 5<<8}} {
-		w := DecodeWorld(ws[0], ws[1], ws[2])
+	var all Choices
+	for i := range all {
+		all[i] = 0xff
+	}
+	for _, c := range []Choices{{}, all, {1, 0, 2, 1, 0, 6, 3, 10, 0, 3, 20, 5}, {0, 0, 0, 0, 0, 0, 0, 0, 0xff, 7}} {
+		w := DecodeWorld(c)
 		_, err := replay.Parse("w.trace", w.Trace())
 		require.NoError(t, err, "%s", w)
 	}
 }
 
 func TestWorldFindsTheWedge(t *testing.T) {
-	// Seed 000's configuration, chosen through the words: Cloud Hypervisor
+	// Seed 000's configuration, chosen through the input: Cloud Hypervisor
 	// 50, Linux 6.12.68, init without its write timeout, 64 KiB writes.
-	w0 := uint64(profileIndex("cloud-hypervisor-50")) | 1<<16
-	dev := DecodeWorld(w0, 0, 0)
-	for k := uint64(0); k < 256 && dev.Kernel != "linux-6.12.68"; k++ {
-		dev = DecodeWorld(w0|k<<8, 0, 0)
-		if dev.Kernel == "linux-6.12.68" {
-			w0 |= k << 8
-		}
+	c := Choices{ChoiceDevice: profileIndex("cloud-hypervisor-50"), ChoiceInit: 1, ChoiceTotal: 6, ChoiceSize: 6, ChoiceEvery: 10}
+	for k := 0; k < 256 && DecodeWorld(c).Kernel != "linux-6.12.68"; k++ {
+		c[ChoiceKernel] = byte(k)
 	}
-	require.Equal(t, "linux-6.12.68", dev.Kernel)
-	err := CheckWorld(lab.T(t), w0, 6|6<<3|10<<6, 0)
+	require.Equal(t, "linux-6.12.68", DecodeWorld(c).Kernel)
+	err := CheckWorld(lab.T(t), c)
 	var finding *Finding
 	require.ErrorAs(t, err, &finding)
 	require.Equal(t, "stdout-blocked", finding.Oracle, "%v", err)
