@@ -235,18 +235,6 @@ func TestTXChainSeedsReachTheDevice(t *testing.T) {
 	}
 }
 
-// BenchmarkTXChainSeeds: the cost of one CheckTXChain exec over the seed
-// inputs, which bounds how long Go's minimizer spends on one new input.
-func BenchmarkTXChainSeeds(b *testing.B) {
-	seeds := txChainSeeds()
-	b.ReportAllocs()
-	for i := 0; b.Loop(); i++ {
-		if err := CheckTXChain(seeds[i%len(seeds)]); err != nil {
-			b.Fatal(err)
-		}
-	}
-}
-
 func TestTXChainSeedsFitTheCap(t *testing.T) {
 	// A seed past txChainMaxInput would lose its last rounds.
 	for i, seed := range txChainSeeds() {

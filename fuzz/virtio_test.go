@@ -43,17 +43,3 @@ func FuzzChain(f *testing.F) {
 		require.NoError(t, CheckChain(data))
 	})
 }
-
-// BenchmarkChainSeeds: the cost of one CheckChain exec.
-func BenchmarkChainSeeds(b *testing.B) {
-	seeds := [][]byte{
-		chainImage(0, []virtio.Desc{{Addr: 0x200, Len: 44, Flags: virtio.DescFNext, Next: 1}, {Addr: 0x240, Len: 64}}),
-		chainImage(1, []virtio.Desc{{Addr: 0x200, Len: 32, Flags: virtio.DescFIndirect}}),
-	}
-	b.ReportAllocs()
-	for i := 0; b.Loop(); i++ {
-		if err := CheckChain(seeds[i%len(seeds)]); err != nil {
-			b.Fatal(err)
-		}
-	}
-}
