@@ -28,6 +28,8 @@ type Report struct {
 	// boot's start sequence is not a resume).
 	Resumes       []time.Duration
 	LeakedSockets int
+	// Suspended is how long the cycles directive kept the guest suspended.
+	Suspended time.Duration
 	// LeakedByResume is LeakedSockets when each resume's start sequence
 	// ended, in order.
 	LeakedByResume []int

@@ -50,7 +50,8 @@ type scenarioRun struct {
 	sys       *programs.System
 	logMark   int // the first record the next timeline shows
 	cycles    []hostd.Cycle
-	leakedAt  []int // leaked sockets when each cycle's start sequence ended
+	leakedAt  []int         // leaked sockets when each cycle's start sequence ended
+	suspended time.Duration // the pauses of the cycles directive: the guest stood still
 	stream    *programs.Stream
 }
 
@@ -282,6 +283,7 @@ func (sr *scenarioRun) cmdCycles(d *trace.Directive) (string, error) {
 	}
 	for i := 0; i < n; i++ {
 		time.Sleep(dwell)
+		sr.suspended += pause
 		c, err := sr.sys.SuspendResume(first+i, pause, timeout)
 		if err != nil {
 			return b.String(), err
@@ -486,6 +488,7 @@ func (sr *scenarioRun) measure() {
 		r.LeakedByResume = append(r.LeakedByResume, sr.leakedAt[i+1])
 	}
 	r.LeakedSockets = sr.leaked()
+	r.Suspended = sr.suspended
 	if sr.stream != nil {
 		r.Stream = sr.stream.Stats()
 	}

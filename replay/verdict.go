@@ -105,7 +105,8 @@ type Oracle struct {
 // and kernel whatever the configuration, and returns the first that did
 // not hold, nil when all did:
 //
-//   - stdout-blocked: no stdout write waits longer than MaxUnreportedBlock;
+//   - stdout-blocked: no stdout write waits longer than MaxUnreportedBlock
+//     plus the time the guest spent suspended;
 //   - stdout-lost: once the workload wrote everything and nothing waits,
 //     every byte it wrote was delivered to hostd or dropped by init, which
 //     warns (a device that loses bytes fails this); runs without resumes;
@@ -123,9 +124,11 @@ type Oracle struct {
 //   - device-invariant: the device reported no invariant violation.
 func FailedOracle(r *Report) *Oracle {
 	st := r.Stdout
-	if st.LongestBlock > MaxUnreportedBlock {
-		return &Oracle{"stdout-blocked", fmt.Sprintf("a stdout write waited %s (bound %s); %d of %d bytes written, %d delivered, init warned %d times",
-			st.LongestBlock, MaxUnreportedBlock, st.Written, r.WorkloadTotal, st.Delivered, st.WriteTimeouts)}
+	// The lab's programs keep virtual time while the guest is suspended, so
+	// a write may wait out the suspensions too: they count on top.
+	if bound := MaxUnreportedBlock + r.Suspended; st.LongestBlock > bound {
+		return &Oracle{"stdout-blocked", fmt.Sprintf("a stdout write waited %s (bound %s, suspensions included); %d of %d bytes written, %d delivered, init warned %d times",
+			st.LongestBlock, bound, st.Written, r.WorkloadTotal, st.Delivered, st.WriteTimeouts)}
 	}
 	// A transport reset (every resume) discards what the connections held,
 	// as the virtio spec has the driver do on VIRTIO_VSOCK_EVENT_TRANSPORT_RESET
