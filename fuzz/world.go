@@ -41,13 +41,13 @@ type World struct {
 
 // The choices DecodeWorld picks from.
 var (
-	worldTotals       = []int{4 << 10, 16 << 10, 64 << 10, 128 << 10, 256 << 10, 512 << 10, 1 << 20, 2 << 20}
-	worldSizes        = []int{512, 1 << 10, 4 << 10, 16 << 10, 32 << 10, 32768 + 4096, 64 << 10, 100 << 10}
-	worldTimeouts     = []time.Duration{0, 500 * time.Millisecond, time.Second, 3 * time.Second}
-	worldReadChunks   = []int{0, 1 << 10, 4 << 10, 16 << 10}
-	worldMetrics      = []time.Duration{0, 100 * time.Millisecond, 500 * time.Millisecond, 2 * time.Second}
-	worldDropMinLens  = []int{1, 4096, 32768, 65536}
-	worldDeviceByName = device.Profiles()
+	worldTotals      = []int{4 << 10, 16 << 10, 64 << 10, 128 << 10, 256 << 10, 512 << 10, 1 << 20, 2 << 20}
+	worldSizes       = []int{512, 1 << 10, 4 << 10, 16 << 10, 32 << 10, 32768 + 4096, 64 << 10, 100 << 10}
+	worldTimeouts    = []time.Duration{0, 500 * time.Millisecond, time.Second, 3 * time.Second}
+	worldReadChunks  = []int{0, 1 << 10, 4 << 10, 16 << 10}
+	worldMetrics     = []time.Duration{0, 100 * time.Millisecond, 500 * time.Millisecond, 2 * time.Second}
+	worldDropMinLens = []int{1, 4096, 32768, 65536}
+	worldDevices     = device.Profiles()
 )
 
 // Choices is CheckWorld's input: one byte per choice, in the order of the
@@ -85,7 +85,7 @@ func bits(b byte, shift, n uint) int { return int(b >> shift & (1<<n - 1)) }
 // wasted on a world that cannot be built.
 func DecodeWorld(c Choices) World {
 	var w World
-	dev := worldDeviceByName[int(c[ChoiceDevice])%len(worldDeviceByName)]
+	dev := worldDevices[int(c[ChoiceDevice])%len(worldDevices)]
 	var kernels []string
 	for _, k := range guest.Profiles() {
 		if emu.RXCompatible(dev, k) {
