@@ -122,7 +122,7 @@ var commands = map[string]command{
 	"sockets":  {args: map[string]arg{"limit": numA(0, maxLines)}, run: (*scenarioRun).cmdSockets},
 	"counters": {run: (*scenarioRun).cmdCounters},
 	"report":   {run: (*scenarioRun).cmdReport},
-	"verdict":  {positional: "wedge|resume|stream", check: checkVerdict, run: (*scenarioRun).cmdVerdict},
+	"verdict":  {positional: "wedge|resume|stream|oracles", check: checkVerdict, run: (*scenarioRun).cmdVerdict},
 }
 
 // checkArgs applies a command's argument table and returns every problem
@@ -359,10 +359,10 @@ func checkTimeline(d *trace.Directive) error {
 
 func checkVerdict(d *trace.Directive) error {
 	switch d.Args[0].Key {
-	case "wedge", "resume", "stream":
+	case "wedge", "resume", "stream", "oracles":
 		return nil
 	}
-	return d.Errorf("verdict: expected wedge, resume or stream, got %q", d.Args[0].Key)
+	return d.Errorf("verdict: expected wedge, resume, stream or oracles, got %q", d.Args[0].Key)
 }
 
 // checkStream: from is host or guest; sizes parse and the stream has bytes.

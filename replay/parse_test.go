@@ -30,7 +30,7 @@ func TestParseErrors(t *testing.T) {
 		{"bad workload", "world\n----\n\ninit\nwriter total=lots\n----\n", `t.trace:4: init: workload writer: total=lots: bad size "lots"`},
 		{"contradictory init", "world\n----\n\ninit no-write-timeout write-timeout=1s\nidle\n----\n", `t.trace:4: init: no-write-timeout and write-timeout contradict each other`},
 		{"unknown timeline kind", "world\n----\n\ntimeline kinds=(packets)\n----\n", `t.trace:4: timeline: unknown kind "packets"`},
-		{"verdict of what", "world\n----\n\nverdict speed\n----\n", `t.trace:4: verdict: expected wedge, resume or stream, got "speed"`},
+		{"verdict of what", "world\n----\n\nverdict speed\n----\n", `t.trace:4: verdict: expected wedge, resume, stream or oracles, got "speed"`},
 		{"stream from nowhere", "world\n----\n\nstream port=5000 from=vm\n----\n", `t.trace:4: stream: from=vm: expected host or guest`},
 		{"stream without a port", "world\n----\n\nstream total=1MiB\n----\n", `t.trace:4: stream: port=N is required`},
 		{"stream of a bad size", "world\n----\n\nstream port=1 size=lots\n----\n", `t.trace:4: stream: size=lots: expected a size such as 4096, 64KiB or 1MiB`},

@@ -62,6 +62,8 @@ type scenarioRun struct {
 	sys       *programs.System
 	logMark   int // the first record the next timeline shows
 	cycles    []hostd.Cycle
+	leakedAt  []int         // leaked sockets when each cycle's start sequence ended
+	suspended time.Duration // the pauses of the cycles directive: the guest stood still
 	stream    *programs.Stream
 
 	retain    engine.Kind // the kinds the directives need stored
@@ -327,6 +329,10 @@ func (sr *scenarioRun) record(c hostd.Cycle) {
 		sr.cycles = append(sr.cycles, hostd.Cycle{})
 	}
 	sr.cycles[n] = c
+	for len(sr.leakedAt) <= n {
+		sr.leakedAt = append(sr.leakedAt, 0)
+	}
+	sr.leakedAt[n] = sr.leaked()
 }
 
 func cycleLine(c hostd.Cycle) string {
@@ -398,6 +404,7 @@ func (sr *scenarioRun) cmdCycles(d *trace.Directive) (string, error) {
 		if sr.left() < pause {
 			return b.String(), sr.virtualLimit()
 		}
+		sr.suspended += pause
 		timeout, cut := sr.waitTimeout(pause, durArg(d, "timeout", defaultWaitTimeout))
 		c, err := sr.sys.SuspendResume(first+i, pause, timeout)
 		if err != nil && cut {
@@ -594,15 +601,24 @@ func (sr *scenarioRun) measure() {
 			r.WorkloadTotal, r.WorkloadEvery = w.Total, w.Every
 		}
 	}
-	r.Resumes = nil
-	for _, c := range sr.cycles[min(1, len(sr.cycles)):] {
+	r.Resumes, r.LeakedByResume = nil, nil
+	for i, c := range sr.cycles[min(1, len(sr.cycles)):] {
 		r.Resumes = append(r.Resumes, c.TimeToStarted)
+		r.LeakedByResume = append(r.LeakedByResume, sr.leakedAt[i+1])
 	}
 	r.LeakedSockets = sr.leaked()
+	r.Suspended = sr.suspended
 	if sr.stream != nil {
 		r.Stream = sr.stream.Stats()
 	}
-	_ = sr.l.Do(func(w *emu.World) error { r.Counters = countersOf(w); return nil })
+	_ = sr.l.Do(func(w *emu.World) error {
+		r.Counters = countersOf(w)
+		r.Violations = r.Violations[:0]
+		for _, v := range w.Dev.Violations() {
+			r.Violations = append(r.Violations, v.String())
+		}
+		return nil
+	})
 }
 
 func (sr *scenarioRun) cmdReport(d *trace.Directive) (string, error) {
