@@ -100,7 +100,7 @@ var commands = map[string]command{
 		run:  (*scenarioRun).cmdCycles,
 	},
 	"connect": {
-		args: map[string]arg{"port": required(portA), "name": valueA, "timeout": durA},
+		args:  map[string]arg{"port": required(portA), "name": valueA, "timeout": durA},
 		check: checkConnName,
 		run:   (*scenarioRun).cmdConnect,
 	},

@@ -310,4 +310,3 @@ func checkConns(ds []*trace.Directive) []error {
 	}
 	return errs
 }
-
