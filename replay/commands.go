@@ -105,7 +105,7 @@ var commands = map[string]command{
 		run:   (*scenarioRun).cmdConnect,
 	},
 	"send": {
-		args:  map[string]arg{"name": required(valueA), "crlf": flagA, "size": valueA},
+		args:  map[string]arg{"name": required(valueA), "crlf": flagA, "size": valueA, "timeout": durA},
 		input: "the lines to send",
 		check: checkSend,
 		run:   (*scenarioRun).cmdSend,

@@ -23,6 +23,7 @@ func TestConnectionDirectivesValidate(t *testing.T) {
 		{"recv max out of range", w + "connect port=1 name=c\n----\n\nrecv name=c max=17MiB\n----\n", "t:7: recv: max=17MiB: expected a size"},
 		{"a name that will not read back", w + "connect port=1 name=a.b\n----\n", "t:4: connect: name=a.b: expected a name"},
 		{"close takes no input", w + "connect port=1 name=c\n----\n\nclose name=c\nx\n----\n", "t:7: close takes no input lines"},
+		{"send timeout is a duration", w + "connect port=1 name=c\n----\n\nsend name=c timeout=x\nx\n----\n", "t:7: send: timeout=x: expected a duration"},
 		{"hostd contradiction", w + "hostd session-first status-only\n----\n", "t:4: hostd: session-first and status-only contradict"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -71,6 +72,12 @@ recv name=api max=1
 close name=api
 ----
 
+connect port=10000 name=bulk
+----
+
+send name=bulk size=64KiB timeout=2s
+----
+
 connect port=4242 name=none
 ----
 
@@ -92,8 +99,10 @@ x
 	// connection ends.
 	require.Regexp(t, `^recv api at 0\.1\d+: 0 bytes, then end of stream\n$`, out[9])
 	require.Equal(t, "close api at "+out[9][len("recv api at "):len("recv api at 0.100000000")]+"\n", out[10])
-	require.Contains(t, out[11], "connect 4242: ")
-	require.NotContains(t, out[11], "open as")
-	require.Equal(t, "error: connection none is not open (its connect failed)\n", out[12])
+	require.Regexp(t, `^connect 10000: OK from host port \d+, open as bulk\n$`, out[11])
+	require.Regexp(t, `^send bulk at \S+: 65536 of 65536 bytes\n$`, out[12])
+	require.Contains(t, out[13], "connect 4242: ")
+	require.NotContains(t, out[13], "open as")
+	require.Equal(t, "error: connection none is not open (its connect failed)\n", out[14])
 	require.Nil(t, res.Scenarios[0].Err)
 }
