@@ -34,6 +34,8 @@ Exit status:
      could not be written
   2  bad flags, or a file that does not read or parse (every problem printed
      as file:line: what was expected; nothing runs)
+An "error: ..." output of a directive that did not stop its scenario (a wait
+that timed out) is part of the story: --check compares it like any output.
 
 Flags:
 `
