@@ -74,9 +74,10 @@ var commands = map[string]command{
 		run:   (*scenarioRun).cmdWorld,
 	},
 	"hostd": {
-		args: map[string]arg{"session-first": flagA, "backoff-initial": durA, "backoff-max": durA,
+		args: map[string]arg{"session-first": flagA, "status-only": flagA, "backoff-initial": durA, "backoff-max": durA,
 			"give-up": durA, "api-port": portA, "log-port": portA, "attempt-timeout": durA},
-		run: (*scenarioRun).cmdHostd,
+		check: checkHostd,
+		run:   (*scenarioRun).cmdHostd,
 	},
 	"init": {
 		args: map[string]arg{"no-write-timeout": flagA, "write-timeout": durA, "keep-reset-sessions": flagA,
@@ -99,8 +100,25 @@ var commands = map[string]command{
 		run:  (*scenarioRun).cmdCycles,
 	},
 	"connect": {
-		args: map[string]arg{"port": required(portA)},
-		run:  (*scenarioRun).cmdConnect,
+		args:  map[string]arg{"port": required(portA), "name": valueA, "timeout": durA},
+		check: checkConnName,
+		run:   (*scenarioRun).cmdConnect,
+	},
+	"send": {
+		args:  map[string]arg{"name": required(valueA), "crlf": flagA, "size": valueA, "timeout": durA},
+		input: "the lines to send",
+		check: checkSend,
+		run:   (*scenarioRun).cmdSend,
+	},
+	"recv": {
+		args:  map[string]arg{"name": required(valueA), "max": valueA, "timeout": durA},
+		check: checkRecv,
+		run:   (*scenarioRun).cmdRecv,
+	},
+	"close": {
+		args:  map[string]arg{"name": required(valueA), "write": flagA},
+		check: checkConnName,
+		run:   (*scenarioRun).cmdClose,
 	},
 	"stream": {
 		args: map[string]arg{"from": valueA, "port": portA, "total": valueA, "size": valueA, "every": durA,
@@ -277,7 +295,7 @@ func checkScenario(ds []*trace.Directive, maxVirtual time.Duration) []error {
 			break
 		}
 	}
-	return errs
+	return append(errs, checkConns(ds)...)
 }
 
 // satAdd and satMul saturate at the longest duration instead of wrapping.
@@ -318,6 +336,13 @@ func checkWorld(d *trace.Directive) error {
 		if _, err := guest.LookupProfile(cfg.Kernel); err != nil {
 			return d.Errorf("world: %v", err)
 		}
+	}
+	return nil
+}
+
+func checkHostd(d *trace.Directive) error {
+	if hasFlag(d, "session-first") && hasFlag(d, "status-only") {
+		return d.Errorf("hostd: session-first and status-only contradict each other (status-only opens no session)")
 	}
 	return nil
 }

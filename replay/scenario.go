@@ -1,10 +1,8 @@
 package replay
 
 import (
-	"context"
 	"fmt"
 	"math"
-	"net"
 	"slices"
 	"strings"
 	"time"
@@ -65,6 +63,7 @@ type scenarioRun struct {
 	leakedAt  []int         // leaked sockets when each cycle's start sequence ended
 	suspended time.Duration // the pauses of the cycles directive: the guest stood still
 	stream    *programs.Stream
+	conns     map[string]*hostd.HybridConn // open connections by name
 
 	retain    engine.Kind // the kinds the directives need stored
 	keepShown bool        // a later "timeline all" or a capture reads records again
@@ -210,6 +209,7 @@ func (sr *scenarioRun) cmdWorld(d *trace.Directive) (string, error) {
 func (sr *scenarioRun) cmdHostd(d *trace.Directive) (string, error) {
 	o := hostd.Options{
 		SessionFirst:   hasFlag(d, "session-first"),
+		StatusOnly:     hasFlag(d, "status-only"),
 		AttemptTimeout: durArg(d, "attempt-timeout", 0),
 		Backoff: hostd.Backoff{
 			Initial: durArg(d, "backoff-initial", 0), Max: durArg(d, "backoff-max", 0), GiveUp: durArg(d, "give-up", 0),
@@ -225,7 +225,10 @@ func (sr *scenarioRun) cmdHostd(d *trace.Directive) (string, error) {
 	sr.hostdOpts = o
 	full := o.WithDefaults()
 	order := "status check first"
-	if full.SessionFirst {
+	switch {
+	case full.StatusOnly:
+		order = "status check only"
+	case full.SessionFirst:
 		order = "metrics session first"
 	}
 	sr.sc.Report.Hostd = fmt.Sprintf("%s, backoff %s doubling to %s, give up after %s", order, full.Backoff.Initial, full.Backoff.Max, full.Backoff.GiveUp)
@@ -417,21 +420,6 @@ func (sr *scenarioRun) cmdCycles(d *trace.Directive) (string, error) {
 		fmt.Fprintf(&b, "%s; leaked sockets %d\n", cycleLine(c), sr.leaked())
 	}
 	return b.String(), nil
-}
-
-func (sr *scenarioRun) cmdConnect(d *trace.Directive) (string, error) {
-	port, err := port32(d, "port")
-	if err != nil {
-		return "", err
-	}
-	ctx, cancel := context.WithTimeout(sr.l.Context(), 10*time.Second)
-	defer cancel()
-	c, err := hostd.Connect(ctx, func(context.Context) (net.Conn, error) { return sr.l.Host.Dial(sr.l.Host.UDSPath()) }, port)
-	if err != nil {
-		return fmt.Sprintf("connect %d: %v\n", port, err), nil
-	}
-	c.Close()
-	return fmt.Sprintf("connect %d: OK from host port %d\n", port, c.HostPort), nil
 }
 
 // cmdStream starts a paced pattern stream between a host program and a
@@ -694,4 +682,7 @@ func streamLine(r *Report) string {
 }
 
 // finish runs after the last directive of the scenario.
-func (sr *scenarioRun) finish() { sr.measure() }
+func (sr *scenarioRun) finish() {
+	sr.measure()
+	sr.closeConns()
+}

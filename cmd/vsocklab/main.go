@@ -1,6 +1,7 @@
 // Command vsocklab is the lab's front door.
 //
 //	vsocklab replay [flags] FILE...   replay trace files (the incident library)
+//	vsocklab new [--kind K] FILE      write a commented trace file to start from
 //	vsocklab serve --uds PATH [flags] run a world in real time behind a real Unix socket
 //	vsocklab vhost-user --socket PATH --uds PATH [flags]  serve the device to a real kernel under QEMU
 //	vsocklab profiles                 list the device and guest kernel profiles
@@ -20,6 +21,8 @@ func main() {
 	switch os.Args[1] {
 	case "replay":
 		code = replayMain(os.Args[2:])
+	case "new":
+		code = newMain(os.Args[2:])
 	case "serve":
 		code = serveMain(os.Args[2:])
 	case "vhost-user":
@@ -38,7 +41,8 @@ func main() {
 
 func usage() {
 	fmt.Fprint(os.Stderr, `usage:
-  vsocklab replay [--check] [--json] [--pcap FILE] [--mermaid] [--seed N] [--rewrite] FILE...
+  vsocklab replay [--check] [--json] [--pcap FILE] [--mermaid] [--seed N] [--rewrite] [--summary=false] FILE...
+  vsocklab new [--kind wedge|resume|stream] [--force] FILE
   vsocklab serve --uds PATH [--device NAME] [--kernel NAME] [--workload SPEC] [--forward PORT,...]
   vsocklab vhost-user --socket PATH --uds PATH [--device NAME] [--cid N] [--pcap FILE] [--log KINDS]
   vsocklab profiles
