@@ -16,7 +16,7 @@ import (
 // The stream oracles' bytes are package internal/pattern's.
 
 // Input caps. Before Go counts a new interesting input it minimizes it
-// (internal/fuzz/minimize.go, Go 1.26): cut the tail, then try removing
+// (Go's src/internal/fuzz/minimize.go, 1.26): cut the tail, then try removing
 // every byte and every run of bytes, keeping a candidate only when it still
 // reaches the new coverage, for up to -fuzzminimizetime (60 s by default).
 // On a structured input where every byte counts (descriptor tables,

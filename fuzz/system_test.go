@@ -11,7 +11,7 @@ import (
 )
 
 // The system targets take fixed-width integers, not a []byte. Go minimizes
-// only []byte and string arguments (internal/fuzz/minimize.go,
+// only []byte and string arguments (Go's src/internal/fuzz/minimize.go,
 // isMinimizable), and minimizing an input of n bytes costs about n²/2 execs;
 // at several milliseconds per exec (each one boots init and hostd in a
 // bubble) that held both workers for seconds at 0 execs/s. Integers give
@@ -19,7 +19,7 @@ import (
 // minimization: a failing input is already small.
 //
 // Go's mutator changes an integer by adding or subtracting 1 to 100
-// (internal/fuzz/mutator.go, mutateUInt), which would leave a word's high
+// (Go's src/internal/fuzz/mutator.go, mutateUInt), which would leave a word's high
 // bytes as the seeds set them. So each word goes through mix, a bijection
 // that spreads any change over all eight bytes: a mutation redraws the
 // writes (or operations) of one word and keeps the others.

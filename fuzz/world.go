@@ -52,7 +52,7 @@ var (
 
 // Choices is CheckWorld's input: one byte per choice, in the order of the
 // Choice constants. One byte each, because Go's mutator changes a fuzzed
-// integer by adding or subtracting 1 to 100 (internal/fuzz/mutator.go,
+// integer by adding or subtracting 1 to 100 (Go's src/internal/fuzz/mutator.go,
 // mutateUInt): in a uint64 whose bits 16 and up chose init's options,
 // those options never changed (measured: 462 execs in 30 s from the seeds
 // found nothing a blind search finds in seconds). A byte per choice puts

@@ -26,7 +26,7 @@ import (
 // campaign goes on to the next class.
 //
 // One byte per choice (Choices), not a []byte: Go does not minimize
-// integers (internal/fuzz/minimize.go), and each exec runs a whole system.
+// integers (Go's src/internal/fuzz/minimize.go), and each exec runs a whole system.
 func FuzzWorld(f *testing.F) {
 	f.Add(byte(0), byte(0), byte(0), byte(0), byte(0), byte(0), byte(0), byte(0), byte(0), byte(0), byte(0), byte(0))
 	f.Add(byte(1), byte(0), byte(2), byte(1), byte(0), byte(6), byte(3), byte(10), byte(0), byte(3), byte(20), byte(5))

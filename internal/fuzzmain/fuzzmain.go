@@ -6,7 +6,7 @@
 // in Go 1.27).
 //
 // Minimization. Before Go counts a new interesting input it minimizes it
-// (internal/fuzz/minimize.go): about n²/2 execs for an input of n bytes
+// (Go's src/internal/fuzz/minimize.go): about n²/2 execs for an input of n bytes
 // whose every byte counts, for up to -fuzzminimizetime, 60 s by default,
 // and the exec counter stands still until it is done. The targets keep n
 // small and execs cheap (fuzz/harness.go), but on a loaded 2-core machine
@@ -19,12 +19,12 @@
 // counter moves every few seconds.
 // A count, not a duration: with a duration the coordinator's deadline
 // and the worker's own are the same instant, the coordinator usually
-// wins, and it then kills and restarts the worker (internal/fuzz/worker.go,
+// wins, and it then kills and restarts the worker (Go's src/internal/fuzz/worker.go,
 // (*worker).minimize), losing the work and a process start per input
 // (measured: FuzzTXChain fell to 5,401 execs in 26 s with 2s). An explicit
 // -fuzzminimizetime (for a long campaign that wants a small corpus) wins.
 //
-// The race, in Go 1.26's internal/fuzz/fuzz.go, CoordinateFuzzing: a
+// The race, in Go's src/internal/fuzz/fuzz.go (1.26), CoordinateFuzzing: a
 // duration -fuzztime becomes ctx = context.WithTimeout(ctx, d), the workers
 // run under its child fuzzCtx = context.WithCancel(ctx), and the main loop
 // answers ctx.Done() with stop(ctx.Err()), which forgives the error only
