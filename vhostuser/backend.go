@@ -54,7 +54,7 @@ type Backend struct {
 	// for the device then (lab.DeviceGate).
 	up       *lab.DeviceGate
 	hostStop context.CancelFunc
-	ram  guestRAM // owned by the world's goroutine
+	ram      guestRAM // owned by the world's goroutine
 
 	badTXStopped uint64 // bad TX chains of devices stopped so far; the world's goroutine
 

@@ -313,4 +313,3 @@ func listenUnix(path string) (net.Listener, error) {
 	}
 	return net.Listen("unix", path)
 }
-
