@@ -224,3 +224,37 @@ func TestServeEndToEnd(t *testing.T) {
 		require.Len(t, out.with("suspend/resume cycles 3"), 1)
 	})
 }
+
+// TestServeFlags: --help describes the signals and exits 0; the old bare
+// --log and the deprecated --forward say what to do instead.
+func TestServeFlags(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs binaries")
+	}
+	dir := t.TempDir()
+	vsocklab, _ := buildBinaries(t, dir)
+	run := func(args ...string) (int, string) {
+		cmd := exec.Command(vsocklab, append([]string{"serve"}, args...)...)
+		var stderr strings.Builder
+		cmd.Stderr = &stderr
+		_ = cmd.Run()
+		return cmd.ProcessState.ExitCode(), stderr.String()
+	}
+	code, out := run("--help")
+	require.Equal(t, 0, code, out)
+	require.Contains(t, out, "SIGUSR1       suspend the VM as a snapshot does")
+	require.Contains(t, out, "-log string")
+
+	code, out = run("--log", "--uds", filepath.Join(dir, "x.sock"))
+	require.Equal(t, 2, code, out)
+	require.Contains(t, out, "the old bare --log is --log all")
+	code, out = run("--uds", filepath.Join(dir, "x.sock"), "--log", "packets")
+	require.Equal(t, 2, code, out)
+	require.Contains(t, out, `unknown log kind "packets"`)
+
+	uds := filepath.Join(dir, "f.sock")
+	cmd, lines := startServe(t, vsocklab, uds, "--workload", "idle", "--forward", "10001,10002", "--log", "world")
+	lines.wait(t, "--forward 10001,10002 is no longer needed and is ignored")
+	require.NoError(t, cmd.Process.Signal(syscall.SIGUSR1))
+	lines.wait(t, "world   suspend (cycle 1)") // the world record --log world adds
+}

@@ -39,7 +39,7 @@ func main() {
 func usage() {
 	fmt.Fprint(os.Stderr, `usage:
   vsocklab replay [--check] [--json] [--pcap FILE] [--mermaid] [--seed N] [--rewrite] FILE...
-  vsocklab serve --uds PATH [--device NAME] [--kernel NAME] [--workload SPEC] [--forward PORT,...]
+  vsocklab serve --uds PATH [--device NAME] [--kernel NAME] [--workload SPEC] [--log KINDS]   (serve --help for signals)
   vsocklab vhost-user --socket PATH --uds PATH [--device NAME] [--cid N] [--pcap FILE] [--log KINDS]
   vsocklab profiles
 `)

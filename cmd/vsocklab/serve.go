@@ -75,6 +75,18 @@ func serveMain(args []string) int {
 		}
 		return 2
 	}
+	var kinds engine.Kind
+	if *logKinds != "" {
+		k, err := engine.ParseKinds(*logKinds)
+		if err != nil {
+			if strings.HasPrefix(*logKinds, "-") {
+				err = fmt.Errorf("it takes a list of kinds now; the old bare --log is --log all")
+			}
+			fmt.Fprintf(os.Stderr, "vsocklab serve: --log %s: %v\n", *logKinds, err)
+			return 2
+		}
+		kinds = k
+	}
 	if *udsPath == "" {
 		fmt.Fprintln(os.Stderr, "vsocklab serve: --uds is required")
 		return 2
@@ -88,18 +100,6 @@ func serveMain(args []string) int {
 		return 2
 	}
 	opts.APIPort, opts.LogPort = uint32(apiPort), uint32(logPort)
-	var kinds engine.Kind
-	if *logKinds != "" {
-		k, err := engine.ParseKinds(*logKinds)
-		if err != nil {
-			if strings.HasPrefix(*logKinds, "-") {
-				err = fmt.Errorf("it takes a list of kinds now; the old bare --log is --log all")
-			}
-			fmt.Fprintf(os.Stderr, "vsocklab serve: --log %s: %v\n", *logKinds, err)
-			return 2
-		}
-		kinds = k
-	}
 	if *maxPending <= 0 || *lineTimeout <= 0 {
 		fmt.Fprintln(os.Stderr, "vsocklab serve: --max-pending and --line-timeout must be positive")
 		return 2
