@@ -189,6 +189,7 @@ type serveSession struct {
 	logf func(format string, args ...any)
 
 	mu                          sync.Mutex // orders suspend and resume
+	suspended                   bool       // under mu
 	guestConnects, guestRefused atomic.Uint64
 }
 
@@ -234,10 +235,13 @@ func (s *serveSession) suspend() {
 	defer s.mu.Unlock()
 	s.gate.Down()
 	if err := s.l.Suspend(); err != nil {
-		s.gate.Up()
+		if !s.suspended {
+			s.gate.Up()
+		}
 		s.logf("SIGUSR1: %v", err)
 		return
 	}
+	s.suspended = true
 	s.logf("suspended (snapshot): host connections closed, guest frozen; new clients wait for the resume")
 }
 
@@ -249,6 +253,7 @@ func (s *serveSession) resume() {
 		s.logf("SIGUSR2: %v", err)
 		return
 	}
+	s.suspended = false
 	s.gate.Up()
 	var cycles int
 	_ = s.l.Do(func(w *emu.World) error { cycles = w.Cycles(); return nil })

@@ -264,10 +264,25 @@ func TestServeSuspendResume(t *testing.T) {
 	s.suspend() // a second suspend is refused, with a message
 	require.Len(t, log.with("SIGUSR1: suspend: already suspended"), 1)
 	s.resume()
+	// Released at the resume, c2 races the guest's handling of the
+	// transport reset, as a client connecting right at a real restore does:
+	// it is answered by the restored device, whose fixed-start ports begin
+	// again at 2^30, or reset with the guest's sockets. A later client is
+	// answered.
 	require.NoError(t, c2.SetReadDeadline(time.Now().Add(30*time.Second)))
 	line, err := bufio.NewReader(c2).ReadString('\n')
-	require.NoError(t, err)
-	require.Equal(t, "OK 1073741824\n", line, "firecracker-1.14's ports start again at 2^30")
+	if err == nil {
+		require.Equal(t, "OK 1073741824\n", line)
+	} else {
+		require.False(t, errors.Is(err, os.ErrDeadlineExceeded), "%v", err)
+		t.Logf("c2, released at the resume, was reset with the guest's sockets: %v", err)
+	}
+	require.Eventually(t, func() bool {
+		c3, err := net.Dial("unix", uds)
+		require.NoError(t, err)
+		defer c3.Close()
+		return strings.HasPrefix(answer(c3, "CONNECT 10000\n"), "OK 10737418")
+	}, 30*time.Second, 10*time.Millisecond)
 	s.resume()
 	require.Len(t, log.with("SIGUSR2: resume: not suspended"), 1)
 	require.Len(t, log.with("suspended (snapshot)"), 1)

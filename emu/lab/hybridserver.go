@@ -331,6 +331,11 @@ const maxAnswer = 32
 
 func (a *answerWatch) Read(p []byte) (int, error) {
 	n, err := a.Conn.Read(p)
+	if !a.done && n == 0 && err != nil {
+		// The device closed the connection unanswered: report it now,
+		// not when the client gets round to closing its side.
+		a.finish("")
+	}
 	if !a.done {
 		if i := bytes.IndexByte(p[:n], '\n'); i >= 0 {
 			a.line = append(a.line, p[:i]...)
