@@ -120,6 +120,13 @@ func serveMain(args []string) int {
 		return 2
 	}
 	defer l.Stop()
+	// Signals are caught before the socket exists: a client (or a test)
+	// that sees the socket may signal at once.
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	usr := make(chan os.Signal, 4)
+	signal.Notify(usr, syscall.SIGUSR1, syscall.SIGUSR2)
+	defer signal.Stop(usr)
 	ln, err := listenUnix(*udsPath)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "vsocklab serve:", err)
@@ -145,11 +152,6 @@ func serveMain(args []string) int {
 	programs.StartInit(l, opts, strings.Fields(*workload))
 	serveLogf("%s/%s on %s (init API on guest port %d; SIGUSR1 suspends, SIGUSR2 resumes)", *dev, *kernel, *udsPath, opts.APIPort)
 
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
-	usr := make(chan os.Signal, 4)
-	signal.Notify(usr, syscall.SIGUSR1, syscall.SIGUSR2)
-	defer signal.Stop(usr)
 	go func() {
 		for {
 			select {
