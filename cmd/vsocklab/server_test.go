@@ -18,6 +18,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/vsocklab/vsocklab/emu"
+	"github.com/vsocklab/vsocklab/emu/guest"
 	"github.com/vsocklab/vsocklab/emu/lab"
 	"github.com/vsocklab/vsocklab/guestinit"
 	"github.com/vsocklab/vsocklab/programs"
@@ -37,6 +38,18 @@ func startServer(t *testing.T, cfg emu.Config, lineTimeout time.Duration, maxPen
 	s = newServeSession(l, log.logf)
 	s.srv.LineTimeout, s.srv.MaxPending = lineTimeout, maxPending
 	programs.StartInit(l, guestinit.Options{APIPort: 10000, LogPort: 10001}, []string{"idle"})
+	// Clients start once init's API listens, so that the first CONNECT is
+	// not reset by a guest that has no listener yet.
+	require.Eventually(t, func() bool {
+		listening := false
+		_ = l.Do(func(w *emu.World) error {
+			for _, sk := range w.Guest.Sockets() {
+				listening = listening || sk.State() == guest.StateListen && sk.Local().Port == 10000
+			}
+			return nil
+		})
+		return listening
+	}, 10*time.Second, time.Millisecond)
 	ln, err := net.Listen("unix", uds)
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
