@@ -43,7 +43,7 @@ func usage() {
 	fmt.Fprint(os.Stderr, `usage:
   vsocklab replay [--check] [--json] [--pcap FILE] [--mermaid] [--seed N] [--rewrite] [--summary=false] FILE...
   vsocklab new [--kind wedge|resume|stream] [--force] FILE
-  vsocklab serve --uds PATH [--device NAME] [--kernel NAME] [--workload SPEC] [--forward PORT,...]
+  vsocklab serve --uds PATH [--device NAME] [--kernel NAME] [--workload SPEC] [--log KINDS]   (serve --help for signals)
   vsocklab vhost-user --socket PATH --uds PATH [--device NAME] [--cid N] [--pcap FILE] [--log KINDS]
   vsocklab profiles
 `)
