@@ -1,6 +1,7 @@
 package realkernel_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"net"
@@ -15,10 +16,13 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/vsocklab/vsocklab/emu"
+	"github.com/vsocklab/vsocklab/emu/device"
 	"github.com/vsocklab/vsocklab/emu/engine"
 	"github.com/vsocklab/vsocklab/emu/lab"
 	"github.com/vsocklab/vsocklab/internal/conform"
 	"github.com/vsocklab/vsocklab/realkernel"
+	"github.com/vsocklab/vsocklab/replay"
+	"github.com/vsocklab/vsocklab/virtio"
 )
 
 // conformBase is the host port of case 0.
@@ -115,8 +119,19 @@ func realCases(t *testing.T, e *env, series string, cases []conform.Case, pcap s
 
 // labCases runs the same cases on the guest model, in a bubble, and
 // returns its event log.
-func labCases(t *testing.T, kernel string, cases []conform.Case) []string {
+func labCases(t *testing.T, kernel string, cases []conform.Case, pcap string) []string {
+	var capture bytes.Buffer
 	res := lab.Run(t, lab.Config{Config: emu.Config{Device: conformDevice, Kernel: kernel, LogTXShapes: true}, Keep: engine.KindPacket}, func(l *lab.Lab) {
+		if pcap != "" {
+			pw, err := replay.NewPcapWriter(&capture)
+			require.NoError(t, err)
+			require.NoError(t, l.Do(func(w *emu.World) error {
+				w.AddTap(func(at time.Duration, _ device.Dir, h *virtio.Header, payload []byte) {
+					_ = pw.Write(replay.Packet{At: at, Hdr: *h, Payload: payload})
+				})
+				return nil
+			}))
+		}
 		wait, err := hostCases(l.Host.Listen, l.Host.UDSPath(), cases)
 		require.NoError(t, err)
 		for i, c := range cases {
@@ -134,6 +149,9 @@ func labCases(t *testing.T, kernel string, cases []conform.Case) []string {
 			require.NoError(t, err)
 		}
 	})
+	if pcap != "" {
+		require.NoError(t, os.WriteFile(pcap, capture.Bytes(), 0o644))
+	}
 	return strings.Split(res.Log, "\n")
 }
 
@@ -156,13 +174,14 @@ func TestConformance(t *testing.T) {
 		t.Run(k.series, func(t *testing.T) {
 			start := time.Now()
 			dir := os.Getenv("VSOCKLAB_CONFORM_OUT")
-			var pcap string
+			var pcap, labPcap string
 			if dir != "" {
 				pcap = filepath.Join(dir, "real-"+k.series+".pcap")
+				labPcap = filepath.Join(dir, "lab-"+k.series+".pcap")
 			}
 			real := conform.ByCase(conform.Packets(realCases(t, e, k.series, cases, pcap)), conformBase, len(cases))
 			realWall := time.Since(start)
-			model := conform.ByCase(conform.Packets(labCases(t, k.profile, cases)), conformBase, len(cases))
+			model := conform.ByCase(conform.Packets(labCases(t, k.profile, cases, labPcap)), conformBase, len(cases))
 			matched := 0
 			var bad []string
 			for i, c := range cases {
