@@ -140,7 +140,7 @@ func labCases(t *testing.T, kernel string, cases []conform.Case, pcap string) []
 				if err != nil {
 					return nil, err
 				}
-				return c.(*lab.Conn), nil
+				return labConn{c.(*lab.Conn)}, nil
 			})
 			require.NoErrorf(t, err, "lab: case %d %s", i, c)
 			time.Sleep(conformPause)
@@ -184,13 +184,25 @@ func TestConformance(t *testing.T) {
 			model := conform.ByCase(conform.Packets(labCases(t, k.profile, cases, labPcap)), conformBase, len(cases))
 			matched := 0
 			var bad []string
+			var table strings.Builder
+			fmt.Fprintf(&table, "| case | kernel | model (%s) | real | match |\n|---|---|---|---|---|\n", k.profile)
 			for i, c := range cases {
 				d := conform.Diff(model[i], real[i])
-				if d == "" {
-					matched++
-					continue
+				ms, rs, match := conform.Summary(c, model[i]), conform.Summary(c, real[i]), "yes"
+				if rs == ms {
+					rs = "same"
 				}
-				bad = append(bad, fmt.Sprintf("case %d %s: %s", i, c, d))
+				if d != "" {
+					match = "NO"
+					bad = append(bad, fmt.Sprintf("case %d %s: %s", i, c, d))
+				} else {
+					matched++
+				}
+				fmt.Fprintf(&table, "| %d %s | %s | %s | %s | %s |\n", i, c, k.series, ms, rs, match)
+			}
+			t.Logf("conformance table, kernel %s:\n%s", k.series, table.String())
+			if dir != "" {
+				require.NoError(t, os.WriteFile(filepath.Join(dir, "table-"+k.series+".md"), []byte(table.String()), 0o644))
 			}
 			t.Logf("kernel %s, profile %s: %d of %d cases match (real run %s, total %s)", k.series, k.profile, matched, len(cases), realWall.Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
 			for _, b := range bad {
@@ -205,3 +217,8 @@ func TestConformance(t *testing.T) {
 		})
 	}
 }
+
+// labConn is a lab guest connection as the cases use it.
+type labConn struct{ *lab.Conn }
+
+func (c labConn) SetBufferSize(n uint64) error { return c.SetVsockBufferSize(n) }

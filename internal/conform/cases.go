@@ -40,12 +40,29 @@ const (
 	// NoListener: the guest connects to a host port nobody listens on;
 	// the connect must fail.
 	NoListener Kind = 'n'
+	// Read: the host writes N bytes in one write as soon as the
+	// connection is up; the guest waits ReadDelay (so that all of them
+	// are queued), reads them in reads of R bytes, and closes; the host
+	// closes when it sees EOF. The RX packets show the RX buffers the
+	// driver posts (their payload is at most a buffer less the header);
+	// the guest's CREDIT_UPDATEs show when its reads return credit.
+	Read Kind = 'r'
+	// BufferSize: the guest connects, sets SO_VM_SOCKETS_BUFFER_SIZE to N,
+	// writes one byte, reads until the host closes, closes. The host
+	// reads the byte and closes. The guest's buf_alloc after the option
+	// shows the clamp and whether the change is announced.
+	BufferSize Kind = 'b'
 )
+
+// ReadDelay is how long the guest of a Read case waits before its first
+// read.
+const ReadDelay = 300 * time.Millisecond
 
 // Case is one probe case.
 type Case struct {
 	Kind Kind
-	N    int // bytes (Write, HalfClose)
+	N    int // bytes (Write, HalfClose, Read), buffer size (BufferSize)
+	R    int // bytes per read (Read)
 }
 
 // MaxN is the largest payload of a case: one packet of the largest size a
@@ -53,8 +70,11 @@ type Case struct {
 const MaxN = 64 << 10
 
 func (c Case) String() string {
-	if c.Kind == NoListener {
+	switch c.Kind {
+	case NoListener:
 		return "n"
+	case Read:
+		return "r" + strconv.Itoa(c.N) + "x" + strconv.Itoa(c.R)
 	}
 	return string(c.Kind) + strconv.Itoa(c.N)
 }
@@ -78,8 +98,22 @@ func Parse(s string) ([]Case, error) {
 				return nil, fmt.Errorf("case %d %q: size must be 1 to %d", i, f, MaxN)
 			}
 			c.N = n
+		case Read:
+			a, b, ok := strings.Cut(f[1:], "x")
+			n, err1 := strconv.Atoi(a)
+			r, err2 := strconv.Atoi(b)
+			if !ok || err1 != nil || err2 != nil || n < 1 || n > MaxN || r < 1 || r > MaxN {
+				return nil, fmt.Errorf("case %d %q: want rNxR, N and R 1 to %d", i, f, MaxN)
+			}
+			c.N, c.R = n, r
+		case BufferSize:
+			n, err := strconv.Atoi(f[1:])
+			if err != nil || n < 1 || n > 1<<30 {
+				return nil, fmt.Errorf("case %d %q: buffer size must be 1 to %d", i, f, 1<<30)
+			}
+			c.N = n
 		default:
-			return nil, fmt.Errorf("case %d %q: unknown kind %q (w, h, n)", i, f, f[0])
+			return nil, fmt.Errorf("case %d %q: unknown kind %q (w, h, n, r, b)", i, f, f[0])
 		}
 		out = append(out, c)
 	}
@@ -120,6 +154,19 @@ func Suite(n int) []Case {
 		cs = append(cs, Case{Kind: HalfClose, N: s})
 	}
 	cs = append(cs, Case{Kind: NoListener}, Case{Kind: NoListener})
+	// Read sizes stop at 32,768: the back-end's proxy copies the host's
+	// real Unix socket into the device in io.Copy's 32 KiB reads, so a
+	// larger host write reaches the device in pieces whose timing the
+	// lab cannot know (the device then ends an RX packet short where a
+	// piece ends).
+	for _, n := range []int{1, 3732, 3733, 7464, 10000, 20000, 32768} {
+		for _, r := range []int{100, 4096, 65536} {
+			cs = append(cs, Case{Kind: Read, N: n, R: r})
+		}
+	}
+	for _, n := range []int{1, 128, 4096, 65536, 262144, 262145, 1 << 20} {
+		cs = append(cs, Case{Kind: BufferSize, N: n})
+	}
 	return cs
 }
 
@@ -131,6 +178,8 @@ const HostHold = 300 * time.Millisecond
 type Conn interface {
 	io.ReadWriteCloser
 	CloseWrite() error
+	// SetBufferSize is setsockopt(SO_VM_SOCKETS_BUFFER_SIZE).
+	SetBufferSize(n uint64) error
 }
 
 // RunGuest runs case c's guest side on a connection dial opened to the
@@ -149,6 +198,24 @@ func RunGuest(c Case, dial func() (Conn, error)) error {
 		return fmt.Errorf("connect: %w", err)
 	}
 	defer conn.Close()
+	switch c.Kind {
+	case Read:
+		time.Sleep(ReadDelay)
+		b := make([]byte, c.N)
+		for got := 0; got < c.N; {
+			n, err := conn.Read(b[got:min(c.N, got+c.R)])
+			got += n
+			if err != nil {
+				return fmt.Errorf("read after %d of %d bytes: %w", got, c.N, err)
+			}
+		}
+		return pattern.Check(b, 0)
+	case BufferSize:
+		if err := conn.SetBufferSize(uint64(c.N)); err != nil {
+			return fmt.Errorf("SO_VM_SOCKETS_BUFFER_SIZE %d: %w", c.N, err)
+		}
+		c.N = 1
+	}
 	b := make([]byte, c.N)
 	pattern.Fill(b, 0)
 	if _, err := conn.Write(b); err != nil {
@@ -170,6 +237,19 @@ func RunGuest(c Case, dial func() (Conn, error)) error {
 func RunHost(c Case, conn io.ReadWriteCloser) error {
 	defer conn.Close()
 	switch c.Kind {
+	case Read:
+		b := make([]byte, c.N)
+		pattern.Fill(b, 0)
+		if _, err := conn.Write(b); err != nil {
+			return fmt.Errorf("host: write %d: %w", c.N, err)
+		}
+		if n, err := io.Copy(io.Discard, conn); err != nil || n != 0 {
+			return fmt.Errorf("host: read to the guest's close: %d bytes, %v", n, err)
+		}
+		return nil
+	case BufferSize:
+		c.N = 1
+		fallthrough
 	case Write, HalfClose:
 		b := make([]byte, c.N)
 		if _, err := io.ReadFull(conn, b); err != nil {

@@ -1,6 +1,7 @@
 package conform
 
 import (
+	"crypto/sha256"
 	"fmt"
 	"regexp"
 	"strconv"
@@ -83,4 +84,37 @@ func orNone(s string) string {
 		return "(none)"
 	}
 	return s
+}
+
+// Summary is one cell of the conformance table: how many packets a case
+// saw, a digest of them all, and the line that says most about the case
+// (the guest's RW chain, or the first RX RW and the guest's last credit
+// update).
+func Summary(c Case, packets []string) string {
+	sum := sha256.Sum256([]byte(strings.Join(packets, "\n")))
+	s := fmt.Sprintf("%d packets, sha256 %x", len(packets), sum[:4])
+	for _, l := range packets {
+		switch {
+		case (c.Kind == Write || c.Kind == HalfClose) && strings.HasPrefix(l, "tx RW "):
+			return s + ", " + afterPorts(l)
+		case c.Kind == Read && strings.HasPrefix(l, "rx RW "):
+			s += ", first " + afterPorts(l)
+			c.Kind = 0
+		case c.Kind == BufferSize && strings.HasPrefix(l, "tx CREDIT_UPDATE "):
+			return s + ", " + l
+		}
+	}
+	if c.Kind == BufferSize {
+		return s + ", no CREDIT_UPDATE"
+	}
+	return s
+}
+
+// afterPorts drops the op and the addresses of a packet line.
+func afterPorts(l string) string {
+	f := strings.SplitN(l, " ", 4)
+	if len(f) < 4 {
+		return l
+	}
+	return f[0] + " " + f[1] + " " + f[3]
 }

@@ -16,11 +16,15 @@ func TestParse(t *testing.T) {
 		want []Case
 		err  string
 	}{
-		{in: "w1,h65536,n", want: []Case{{Write, 1}, {HalfClose, 65536}, {NoListener, 0}}},
+		{in: "w1,h65536,n", want: []Case{{Write, 1, 0}, {HalfClose, 65536, 0}, {NoListener, 0, 0}}},
 		{in: "w0", err: `case 0 "w0": size must be 1 to 65536`},
 		{in: "w1,w65537", err: `case 1 "w65537": size must be 1 to 65536`},
 		{in: "n5", err: `case 0 "n5": n takes no size`},
-		{in: "x1", err: `case 0 "x1": unknown kind 'x' (w, h, n)`},
+		{in: "x1", err: `case 0 "x1": unknown kind 'x' (w, h, n, r, b)`},
+		{in: "r100x7,b262144", want: []Case{{Read, 100, 7}, {BufferSize, 262144, 0}}},
+		{in: "r100", err: `case 0 "r100": want rNxR, N and R 1 to 65536`},
+		{in: "r1x0", err: `case 0 "r1x0": want rNxR, N and R 1 to 65536`},
+		{in: "b0", err: `case 0 "b0": buffer size must be 1 to 1073741824`},
 		{in: "w1,,n", err: "case 1: empty"},
 		{in: "wz", err: `case 0 "wz": size must be 1 to 65536`},
 	} {
@@ -40,12 +44,12 @@ func TestParse(t *testing.T) {
 func TestSuiteIsFixedAndRoundTrips(t *testing.T) {
 	a, b := Suite(200), Suite(200)
 	require.Equal(t, a, b, "the drawn sizes come from a fixed seed")
-	require.Len(t, a, len(BoundarySizes)+200+4+2)
+	require.Len(t, a, len(BoundarySizes)+200+4+2+21+7)
 	back, err := Parse(Format(a))
 	require.NoError(t, err)
 	require.Equal(t, a, back)
 	for _, c := range a {
-		if c.Kind != NoListener {
+		if c.Kind == Write || c.Kind == HalfClose || c.Kind == Read {
 			require.True(t, c.N >= 1 && c.N <= MaxN, "case %s", c)
 		}
 	}

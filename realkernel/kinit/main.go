@@ -442,6 +442,10 @@ type vsockConn struct {
 
 func (c vsockConn) CloseWrite() error { return unix.Shutdown(c.fd, unix.SHUT_WR) }
 
+func (c vsockConn) SetBufferSize(n uint64) error {
+	return unix.SetsockoptUint64(c.fd, unix.AF_VSOCK, unix.SO_VM_SOCKETS_BUFFER_SIZE, n)
+}
+
 func dialHost(port uint32) (conform.Conn, error) {
 	fd, err := unix.Socket(unix.AF_VSOCK, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
