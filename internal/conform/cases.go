@@ -54,6 +54,10 @@ const (
 	BufferSize Kind = 'b'
 )
 
+// SettleDelay is how long the guest of a HalfClose case waits between
+// its write and its SHUT_WR.
+const SettleDelay = 100 * time.Millisecond
+
 // ReadDelay is how long the guest of a Read case waits before its first
 // read.
 const ReadDelay = 300 * time.Millisecond
@@ -222,6 +226,10 @@ func RunGuest(c Case, dial func() (Conn, error)) error {
 		return fmt.Errorf("write %d: %w", c.N, err)
 	}
 	if c.Kind == HalfClose {
+		// The device answers a write the host has drained with a
+		// CREDIT_UPDATE; wait for it, so that the SHUTDOWN does not race
+		// it in a real guest.
+		time.Sleep(SettleDelay)
 		if err := conn.CloseWrite(); err != nil {
 			return fmt.Errorf("shutdown: %w", err)
 		}
