@@ -52,7 +52,16 @@ const (
 	// reads the byte and closes. The guest's buf_alloc after the option
 	// shows the clamp and whether the change is announced.
 	BufferSize Kind = 'b'
+	// CreditCap: as BufferSize, but the guest then writes CapWrite bytes
+	// against the device's 64 KiB buffer: a kernel that caps its credit
+	// at its own buffer (min(peer_buf_alloc, buf_alloc)) sends at most N
+	// bytes before the device returns credit; one that does not sends
+	// them all at once.
+	CreditCap Kind = 'c'
 )
+
+// CapWrite is what the guest of a CreditCap case writes.
+const CapWrite = 65536
 
 // SettleDelay is how long the guest of a HalfClose case waits between
 // its write and its SHUT_WR.
@@ -110,14 +119,14 @@ func Parse(s string) ([]Case, error) {
 				return nil, fmt.Errorf("case %d %q: want rNxR, N and R 1 to %d", i, f, MaxN)
 			}
 			c.N, c.R = n, r
-		case BufferSize:
+		case BufferSize, CreditCap:
 			n, err := strconv.Atoi(f[1:])
 			if err != nil || n < 1 || n > 1<<30 {
 				return nil, fmt.Errorf("case %d %q: buffer size must be 1 to %d", i, f, 1<<30)
 			}
 			c.N = n
 		default:
-			return nil, fmt.Errorf("case %d %q: unknown kind %q (w, h, n, r, b)", i, f, f[0])
+			return nil, fmt.Errorf("case %d %q: unknown kind %q (w, h, n, r, b, c)", i, f, f[0])
 		}
 		out = append(out, c)
 	}
@@ -214,11 +223,14 @@ func RunGuest(c Case, dial func() (Conn, error)) error {
 			}
 		}
 		return pattern.Check(b, 0)
-	case BufferSize:
+	case BufferSize, CreditCap:
 		if err := conn.SetBufferSize(uint64(c.N)); err != nil {
 			return fmt.Errorf("SO_VM_SOCKETS_BUFFER_SIZE %d: %w", c.N, err)
 		}
 		c.N = 1
+		if c.Kind == CreditCap {
+			c.N = CapWrite
+		}
 	}
 	b := make([]byte, c.N)
 	pattern.Fill(b, 0)
@@ -257,6 +269,11 @@ func RunHost(c Case, conn io.ReadWriteCloser) error {
 		return nil
 	case BufferSize:
 		c.N = 1
+		fallthrough
+	case CreditCap:
+		if c.Kind == CreditCap {
+			c.N = CapWrite
+		}
 		fallthrough
 	case Write, HalfClose:
 		b := make([]byte, c.N)

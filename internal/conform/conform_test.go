@@ -20,7 +20,7 @@ func TestParse(t *testing.T) {
 		{in: "w0", err: `case 0 "w0": size must be 1 to 65536`},
 		{in: "w1,w65537", err: `case 1 "w65537": size must be 1 to 65536`},
 		{in: "n5", err: `case 0 "n5": n takes no size`},
-		{in: "x1", err: `case 0 "x1": unknown kind 'x' (w, h, n, r, b)`},
+		{in: "x1", err: `case 0 "x1": unknown kind 'x' (w, h, n, r, b, c)`},
 		{in: "r100x7,b262144", want: []Case{{Read, 100, 7}, {BufferSize, 262144, 0}}},
 		{in: "r100", err: `case 0 "r100": want rNxR, N and R 1 to 65536`},
 		{in: "r1x0", err: `case 0 "r1x0": want rNxR, N and R 1 to 65536`},
