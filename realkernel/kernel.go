@@ -19,10 +19,17 @@
 //   - Backend: `vsocklab vhost-user` as a process, the host side of the
 //     device on a Firecracker hybrid vsock Unix socket.
 //
+// StdoutRun and ResumeVerdict judge runs with the verdict words of
+// `vsocklab replay` (wedged, degraded, ok; grows, bounded).
+//
 // The tests of this package run only with VSOCKLAB_REALKERNEL=1 and skip,
 // naming what is missing, without qemu-system-x86_64 or the cached
 // kernels: run scripts/realkernel-install.sh first (as root it installs
-// the pinned packages).
+// the pinned packages). TestSeed000 and TestSeed003 replay the two seed
+// incidents with the real guestinit and hostd on both kernels;
+// TestProbeConformance sets a real kernel's packets beside the nearest
+// guest model profile's. BenchmarkBootToPID1 and BenchmarkGuestStream64K
+// measure boot time and a guest-to-host stream (BENCHMARKS.md).
 package realkernel
 
 import (

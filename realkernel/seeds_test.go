@@ -166,6 +166,14 @@ func TestSeed000(t *testing.T) {
 // dwell is how long a session runs before each reset.
 const dwell = 500 * time.Millisecond
 
+// backoffInitial is hostd's first retry wait here (`hostd --backoff-initial`;
+// its default and the incident trace's is 50 ms). Under TCG on a loaded
+// machine one attempt can take half a second longer than the next, which
+// can hide a 100 ms step of growth; from 250 ms the steps are 500 ms,
+// 1 s, 2 s, 4 s. The mechanism does not depend on it: cycle n meets n
+// leaked sockets either way.
+const backoffInitial = 250 * time.Millisecond
+
 // runResume is seed 003's guest half with a real kernel: the real hostd
 // (session first) against the real guestinit, with a reset of the guest's
 // vsock device between cycles (kinit's "reset": unbind and bind, which
@@ -192,7 +200,7 @@ func runResume(t *testing.T, e *env, series, device string, keep bool, cycles in
 		return d.DialContext(ctx, "unix", uds)
 	}
 	listen := func() (net.Listener, error) { return net.Listen("unix", uds+"_"+logPort) }
-	d := hostd.New(hostd.Options{SessionFirst: true}, dial, listen, func(f string, a ...any) { t.Logf(f, a...) })
+	d := hostd.New(hostd.Options{SessionFirst: true, Backoff: hostd.Backoff{Initial: backoffInitial}}, dial, listen, func(f string, a ...any) { t.Logf(f, a...) })
 	hctx, hcancel := context.WithCancel(ctx)
 	hdone := make(chan struct{})
 	go func() { defer close(hdone); d.Run(hctx) }()
