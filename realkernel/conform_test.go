@@ -227,3 +227,7 @@ func TestConformance(t *testing.T) {
 type labConn struct{ *lab.Conn }
 
 func (c labConn) SetBufferSize(n uint64) error { return c.SetVsockBufferSize(n) }
+
+func (c labConn) SetWriteTimeout(d time.Duration) error {
+	return c.SetWriteDeadline(time.Now().Add(d))
+}

@@ -52,16 +52,22 @@ const (
 	// reads the byte and closes. The guest's buf_alloc after the option
 	// shows the clamp and whether the change is announced.
 	BufferSize Kind = 'b'
-	// CreditCap: as BufferSize, but the guest then writes CapWrite bytes
-	// against the device's 64 KiB buffer: a kernel that caps its credit
-	// at its own buffer (min(peer_buf_alloc, buf_alloc)) sends at most N
-	// bytes before the device returns credit; one that does not sends
-	// them all at once.
+	// CreditCap: the guest connects, sets SO_VM_SOCKETS_BUFFER_SIZE to N
+	// and a send timeout of CapTimeout, writes CapWrite bytes against the
+	// device's 64 KiB buffer, and closes. A kernel that caps its credit at
+	// its own buffer (min(peer_buf_alloc, buf_alloc)) sends at most N
+	// bytes, then waits for credit the device does not return (it returns
+	// credit only in large steps) until the timeout; one that does not
+	// cap sends all 64 KiB. The host reads until EOF.
 	CreditCap Kind = 'c'
 )
 
-// CapWrite is what the guest of a CreditCap case writes.
-const CapWrite = 65536
+// CapWrite is what the guest of a CreditCap case writes, and CapTimeout
+// its send timeout (SO_SNDTIMEO).
+const (
+	CapWrite   = 65536
+	CapTimeout = 500 * time.Millisecond
+)
 
 // SettleDelay is how long the guest of a HalfClose case waits between
 // its write and its SHUT_WR.
@@ -180,6 +186,9 @@ func Suite(n int) []Case {
 	for _, n := range []int{1, 128, 4096, 65536, 262144, 262145, 1 << 20} {
 		cs = append(cs, Case{Kind: BufferSize, N: n})
 	}
+	for _, n := range []int{128, 4096, 32768, 65535, 65536, 262144} {
+		cs = append(cs, Case{Kind: CreditCap, N: n})
+	}
 	return cs
 }
 
@@ -193,6 +202,9 @@ type Conn interface {
 	CloseWrite() error
 	// SetBufferSize is setsockopt(SO_VM_SOCKETS_BUFFER_SIZE).
 	SetBufferSize(n uint64) error
+	// SetWriteTimeout bounds how long a write waits for credit
+	// (SO_SNDTIMEO; a deadline in the lab).
+	SetWriteTimeout(d time.Duration) error
 }
 
 // RunGuest runs case c's guest side on a connection dial opened to the
@@ -229,7 +241,18 @@ func RunGuest(c Case, dial func() (Conn, error)) error {
 		}
 		c.N = 1
 		if c.Kind == CreditCap {
-			c.N = CapWrite
+			if err := conn.SetWriteTimeout(CapTimeout); err != nil {
+				return fmt.Errorf("send timeout: %w", err)
+			}
+			b := make([]byte, CapWrite)
+			pattern.Fill(b, 0)
+			// The write ends with the timeout when the kernel caps its
+			// credit; what it sent shows in the packets.
+			_, _ = conn.Write(b)
+			// Let the device's CREDIT_UPDATE for what the host drained
+			// come before the close, in a real guest as in the lab.
+			time.Sleep(SettleDelay)
+			return nil
 		}
 	}
 	b := make([]byte, c.N)
@@ -267,13 +290,14 @@ func RunHost(c Case, conn io.ReadWriteCloser) error {
 			return fmt.Errorf("host: read to the guest's close: %d bytes, %v", n, err)
 		}
 		return nil
+	case CreditCap:
+		b, err := io.ReadAll(conn)
+		if err != nil {
+			return fmt.Errorf("host: read to EOF: %w", err)
+		}
+		return pattern.Check(b, 0)
 	case BufferSize:
 		c.N = 1
-		fallthrough
-	case CreditCap:
-		if c.Kind == CreditCap {
-			c.N = CapWrite
-		}
 		fallthrough
 	case Write, HalfClose:
 		b := make([]byte, c.N)

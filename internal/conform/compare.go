@@ -102,6 +102,8 @@ func Summary(c Case, packets []string) string {
 			c.Kind = 0
 		case c.Kind == BufferSize && strings.HasPrefix(l, "tx CREDIT_UPDATE "):
 			return s + ", " + l
+		case c.Kind == CreditCap && strings.HasPrefix(l, "tx RW "):
+			return s + ", " + afterPorts(l)
 		}
 	}
 	if c.Kind == BufferSize {

@@ -44,7 +44,7 @@ func TestParse(t *testing.T) {
 func TestSuiteIsFixedAndRoundTrips(t *testing.T) {
 	a, b := Suite(200), Suite(200)
 	require.Equal(t, a, b, "the drawn sizes come from a fixed seed")
-	require.Len(t, a, len(BoundarySizes)+200+4+2+21+7)
+	require.Len(t, a, len(BoundarySizes)+200+4+2+21+7+6)
 	back, err := Parse(Format(a))
 	require.NoError(t, err)
 	require.Equal(t, a, back)

@@ -454,6 +454,11 @@ type vsockConn struct {
 
 func (c vsockConn) CloseWrite() error { return unix.Shutdown(c.fd, unix.SHUT_WR) }
 
+func (c vsockConn) SetWriteTimeout(d time.Duration) error {
+	tv := unix.NsecToTimeval(d.Nanoseconds())
+	return unix.SetsockoptTimeval(c.fd, unix.SOL_SOCKET, unix.SO_SNDTIMEO, &tv)
+}
+
 func (c vsockConn) SetBufferSize(n uint64) error {
 	return unix.SetsockoptUint64(c.fd, unix.AF_VSOCK, unix.SO_VM_SOCKETS_BUFFER_SIZE, n)
 }
