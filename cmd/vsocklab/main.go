@@ -5,6 +5,7 @@
 //	vsocklab serve --uds PATH [flags] run a world in real time behind a real Unix socket
 //	vsocklab vhost-user --socket PATH --uds PATH [flags]  serve the device to a real kernel under QEMU
 //	vsocklab profiles                 list the device and guest kernel profiles
+//	vsocklab capdiff A.pcap B.pcap    the first packet where two vsock captures part
 package main
 
 import (
@@ -29,6 +30,8 @@ func main() {
 		code = vhostUserMain(os.Args[2:])
 	case "profiles":
 		code = profilesMain()
+	case "capdiff":
+		code = capdiffMain(os.Args[2:])
 	case "-h", "-help", "--help", "help":
 		usage()
 	default:
@@ -46,5 +49,6 @@ func usage() {
   vsocklab serve --uds PATH [--device NAME] [--kernel NAME] [--workload SPEC] [--log KINDS]   (serve --help for signals)
   vsocklab vhost-user --socket PATH --uds PATH [--device NAME] [--cid N] [--pcap FILE] [--log KINDS]
   vsocklab profiles
+  vsocklab capdiff [--per-connection] A.pcap B.pcap
 `)
 }
