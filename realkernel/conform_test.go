@@ -90,12 +90,7 @@ func realCases(t *testing.T, e *env, series string, cases []conform.Case, pcap s
 	be := e.startBackend(t, ctx, realkernel.BackendConfig{Socket: filepath.Join(dir, "vhost.sock"), UDS: uds, Device: conformDevice, Log: "packet", Pcap: pcap})
 	initrd := e.initramfs(t, k, true, "/bin/kinit", "cases", "--base", strconv.Itoa(conformBase),
 		"--cases", conform.Format(cases), "--pause", conformPause.String())
-	// no_timer_check: under TCG on a loaded machine the kernel's check
-	// that the timer interrupt comes through the IO-APIC can miss and
-	// panic the boot ("IO-APIC + timer doesn't work", seen once); the
-	// parameter skips it (Linux arch/x86/kernel/apic/io_apic.c,
-	// check_timer and the no_timer_check early parameter).
-	vm := boot(t, ctx, realkernel.VMConfig{Kernel: k, Initramfs: initrd, VhostSocket: filepath.Join(dir, "vhost.sock"), Append: "no_timer_check"})
+	vm := boot(t, ctx, realkernel.VMConfig{Kernel: k, Initramfs: initrd, VhostSocket: filepath.Join(dir, "vhost.sock")})
 	if _, err = vm.Expect(ctx, "kinit: cases: done"); err != nil {
 		for _, l := range vm.Lines() {
 			if strings.Contains(l.Text, "kinit: ") {
