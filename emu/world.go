@@ -34,6 +34,10 @@ type Config struct {
 	// profile's, 1,023 for every modelled device). No real device has a
 	// higher one: it is for scale experiments, and the log says so.
 	MaxConnections int
+	// LogTXShapes adds each TX packet's descriptor chain shape to the
+	// device's packet log line, as the vhost-user back-end logs it, so
+	// that a lab run can be set beside a real guest's.
+	LogTXShapes bool
 }
 
 // DefaultUDSPath is where the device listens for host connections unless
@@ -188,6 +192,8 @@ func (w *World) deviceConfig() device.Config {
 		Features:  w.cfg.Features,
 		Interrupt: func() { w.Guest.Interrupt() },
 		OnPacket:  w.onPacket,
+
+		LogTXShapes: w.cfg.LogTXShapes,
 	}
 }
 

@@ -3,6 +3,7 @@ package fuzz
 import (
 	"encoding/binary"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/vsocklab/vsocklab/emu/engine"
@@ -13,6 +14,25 @@ import (
 // fails (a fuzzer's input ends where it ends: missing bytes read as zero), a
 // bounded engine loop and a memory wrapper that records unchecked accesses.
 // The stream oracles' bytes are package internal/pattern's.
+
+// Input caps. Before Go counts a new interesting input it minimizes it
+// (Go's src/internal/fuzz/minimize.go, 1.26): cut the tail, then try removing
+// every byte and every run of bytes, keeping a candidate only when it still
+// reaches the new coverage, for up to -fuzzminimizetime (60 s by default).
+// On a structured input where every byte counts (descriptor tables,
+// rounds whose lengths frame what follows), almost no removal survives and
+// the pass costs about n²/2 execs for n bytes, while the exec counter
+// stands still. A harness that reads at most max bytes bounds that work:
+// bytes past the cap reach no code, so the tail cut drops them in a few
+// execs, and at the harnesses' exec costs (BENCHMARKS.md) n²/2 execs of at
+// most the cap take a second or two.
+const (
+	chainMaxInput   = 4 + 256 // CheckChain: header and 256 bytes of image
+	txChainMaxInput = 512     // CheckTXChain: header and rounds
+)
+
+// capped returns the first max bytes of data.
+func capped(data []byte, max int) []byte { return data[:min(len(data), max)] }
 
 // input reads fuzzer bytes; past the end every read is zero and done
 // reports true.
@@ -91,3 +111,23 @@ func (m *guardMem) WriteAt(p []byte, addr uint64) error {
 	}
 	return err
 }
+
+// memPool recycles the guest memories and scratch buffers of the
+// harnesses. A fresh 64-150 KiB allocation per run was most of an exec's
+// cost (large objects come straight from the heap, under its lock, and are
+// zeroed page by page), and Go's minimizer runs a new input thousands of
+// times: clearing a recycled buffer is several times cheaper.
+var memPool sync.Pool
+
+// zeroed returns a zeroed buffer of n bytes from the pool; give it back
+// with release when the run is over.
+func zeroed(n int) []byte {
+	if b, ok := memPool.Get().(*[]byte); ok && cap(*b) >= n {
+		buf := (*b)[:n]
+		clear(buf)
+		return buf
+	}
+	return make([]byte, n)
+}
+
+func release(b []byte) { memPool.Put(&b) }

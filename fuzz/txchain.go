@@ -53,7 +53,8 @@ const (
 // buffers, bit 2 a host listener, bit 3 the host drains its connections
 // after each round, bit 7 it closes them) and in bits 4-6 the TX queue size
 // as a power of two (1 to 64); bytes 2-5 are the host listener's port (LE).
-// Then up to 16 rounds, each: the available index to publish (u16 LE), an
+// Then up to 16 rounds within the first 512 bytes of data (the rest is
+// ignored: txChainMaxInput), each: the available index to publish (u16 LE), an
 // offset into the 64 KiB TX region (u16) and a length (u16) followed by
 // that many bytes written there. The TX queue's descriptor table starts at
 // offset 0 of the region and its available ring follows; the used ring
@@ -82,7 +83,7 @@ type txResult struct {
 
 func runTXChain(data []byte) (txResult, error) {
 	var res txResult
-	in := &input{b: data}
+	in := &input{b: capped(data, txChainMaxInput)}
 	profiles := device.Profiles()
 	prof := profiles[int(in.u8())%len(profiles)]
 	flags := in.u8()
@@ -93,7 +94,13 @@ func runTXChain(data []byte) (txResult, error) {
 	if flags&flagTXIndirect != 0 {
 		features |= virtio.FeatureIndirectDesc
 	}
-	mem := &guardMem{AddressSpace: virtio.NewFlatMemory(0, txcMemSize)}
+	buf := zeroed(txcMemSize)
+	defer release(buf)
+	as, err := virtio.NewAddressSpace(virtio.Region{Base: 0, Data: buf})
+	if err != nil {
+		return res, err
+	}
+	mem := &guardMem{AddressSpace: as}
 	eng := engine.New(1)
 	eng.Log.Keep(engine.KindInvariant)
 	ns := uds.NewNamespace()

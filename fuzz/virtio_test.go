@@ -31,7 +31,7 @@ func chainImage(features byte, descs []virtio.Desc) []byte {
 		binary.LittleEndian.PutUint16(b[14:], d.Next)
 	}
 	binary.LittleEndian.PutUint16(img[l.Avail+4:], 0)
-	return append([]byte{3, features, 1, 0}, img...)
+	return capped(append([]byte{3, features, 1, 0}, img...), chainMaxInput)
 }
 
 func FuzzChain(f *testing.F) {

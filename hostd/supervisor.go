@@ -44,6 +44,10 @@ type Options struct {
 	// session is the first connection to succeed and so takes the lowest
 	// free device port.
 	SessionFirst bool
+	// StatusOnly runs the status check alone after boot and every resume,
+	// with no metrics session: the smallest host side that still tells
+	// whether the guest came back.
+	StatusOnly bool
 	// AttemptTimeout bounds one connection attempt (default 2 s).
 	AttemptTimeout time.Duration
 }
@@ -105,7 +109,10 @@ func (d *Daemon) runCycle(ctx context.Context, n int) {
 	start := time.Now()
 	c := &Cycle{N: n}
 	steps := []string{"status", "session"}
-	if d.opts.SessionFirst {
+	switch {
+	case d.opts.StatusOnly:
+		steps = []string{"status"}
+	case d.opts.SessionFirst:
 		steps = []string{"session", "status"}
 	}
 	for _, step := range steps {

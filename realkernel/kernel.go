@@ -28,7 +28,10 @@
 // the pinned packages). TestSeed000 and TestSeed003 replay the two seed
 // incidents with the real guestinit and hostd on both kernels;
 // TestProbeConformance sets a real kernel's packets beside the nearest
-// guest model profile's. BenchmarkBootToPID1 and BenchmarkGuestStream64K
+// guest model profile's; TestConformance runs the conformance cases of
+// package internal/conform (kinit cases) in one boot of each kernel and
+// on its profile, and requires every case's packets to agree
+// (docs/conformance.md). BenchmarkBootToPID1 and BenchmarkGuestStream64K
 // measure boot time and a guest-to-host stream (BENCHMARKS.md).
 package realkernel
 

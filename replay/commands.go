@@ -74,9 +74,10 @@ var commands = map[string]command{
 		run:   (*scenarioRun).cmdWorld,
 	},
 	"hostd": {
-		args: map[string]arg{"session-first": flagA, "backoff-initial": durA, "backoff-max": durA,
+		args: map[string]arg{"session-first": flagA, "status-only": flagA, "backoff-initial": durA, "backoff-max": durA,
 			"give-up": durA, "api-port": portA, "log-port": portA, "attempt-timeout": durA},
-		run: (*scenarioRun).cmdHostd,
+		check: checkHostd,
+		run:   (*scenarioRun).cmdHostd,
 	},
 	"init": {
 		args: map[string]arg{"no-write-timeout": flagA, "write-timeout": durA, "keep-reset-sessions": flagA,
@@ -99,8 +100,25 @@ var commands = map[string]command{
 		run:  (*scenarioRun).cmdCycles,
 	},
 	"connect": {
-		args: map[string]arg{"port": required(portA)},
-		run:  (*scenarioRun).cmdConnect,
+		args:  map[string]arg{"port": required(portA), "name": valueA, "timeout": durA},
+		check: checkConnName,
+		run:   (*scenarioRun).cmdConnect,
+	},
+	"send": {
+		args:  map[string]arg{"name": required(valueA), "crlf": flagA, "size": valueA, "timeout": durA},
+		input: "the lines to send",
+		check: checkSend,
+		run:   (*scenarioRun).cmdSend,
+	},
+	"recv": {
+		args:  map[string]arg{"name": required(valueA), "max": valueA, "timeout": durA},
+		check: checkRecv,
+		run:   (*scenarioRun).cmdRecv,
+	},
+	"close": {
+		args:  map[string]arg{"name": required(valueA), "write": flagA},
+		check: checkConnName,
+		run:   (*scenarioRun).cmdClose,
 	},
 	"stream": {
 		args: map[string]arg{"from": valueA, "port": portA, "total": valueA, "size": valueA, "every": durA,
@@ -122,7 +140,7 @@ var commands = map[string]command{
 	"sockets":  {args: map[string]arg{"limit": numA(0, maxLines)}, run: (*scenarioRun).cmdSockets},
 	"counters": {run: (*scenarioRun).cmdCounters},
 	"report":   {run: (*scenarioRun).cmdReport},
-	"verdict":  {positional: "wedge|resume|stream", check: checkVerdict, run: (*scenarioRun).cmdVerdict},
+	"verdict":  {positional: "wedge|resume|stream|oracles", check: checkVerdict, run: (*scenarioRun).cmdVerdict},
 }
 
 // checkArgs applies a command's argument table and returns every problem
@@ -277,7 +295,7 @@ func checkScenario(ds []*trace.Directive, maxVirtual time.Duration) []error {
 			break
 		}
 	}
-	return errs
+	return append(errs, checkConns(ds)...)
 }
 
 // satAdd and satMul saturate at the longest duration instead of wrapping.
@@ -322,6 +340,13 @@ func checkWorld(d *trace.Directive) error {
 	return nil
 }
 
+func checkHostd(d *trace.Directive) error {
+	if hasFlag(d, "session-first") && hasFlag(d, "status-only") {
+		return d.Errorf("hostd: session-first and status-only contradict each other (status-only opens no session)")
+	}
+	return nil
+}
+
 func checkInit(d *trace.Directive) error {
 	if len(d.Input) != 1 {
 		return d.Errorf("init: expected one input line with the workload (e.g. \"writer total=1MiB size=64KiB every=10ms\"), got %d", len(d.Input))
@@ -359,10 +384,10 @@ func checkTimeline(d *trace.Directive) error {
 
 func checkVerdict(d *trace.Directive) error {
 	switch d.Args[0].Key {
-	case "wedge", "resume", "stream":
+	case "wedge", "resume", "stream", "oracles":
 		return nil
 	}
-	return d.Errorf("verdict: expected wedge, resume or stream, got %q", d.Args[0].Key)
+	return d.Errorf("verdict: expected wedge, resume, stream or oracles, got %q", d.Args[0].Key)
 }
 
 // checkStream: from is host or guest; sizes parse and the stream has bytes.

@@ -18,19 +18,19 @@ func TestParseErrors(t *testing.T) {
 		name, text, want string
 	}{
 		{"no world first", "boot\n----\n", `t.trace:1: a trace starts with a world directive, got "boot"`},
-		{"unknown command", "world\n----\n\nfly\n----\n", `t.trace:4: unknown command "fly" (known: boot, connect, counters, cycles, device-reset, fault, hostd, init, report, resume, run, sockets, stream, suspend, timeline, verdict, wait-started, world)`},
+		{"unknown command", "world\n----\n\nfly\n----\n", `t.trace:4: unknown command "fly" (known: boot, close, connect, counters, cycles, device-reset, fault, hostd, init, recv, report, resume, run, send, sockets, stream, suspend, timeline, verdict, wait-started, world)`},
 		{"unknown device", "world device=qemu\n----\n", `t.trace:1: world: unknown device profile "qemu" (known: firecracker-1.5`},
 		{"unknown kernel", "world kernel=linux-2.6\n----\n", `t.trace:1: world: unknown guest kernel profile "linux-2.6" (known: linux-5.15`},
 		{"bad seed", "world seed=x\n----\n", `t.trace:1: world: seed=x: expected a non-negative integer`},
 		{"seed 0", "world seed=0\n----\n", `t.trace:1: world: seed=0: seeds start at 1 (the default)`},
 		{"bad duration", "world\n----\n\nrun soon\n----\n", `t.trace:4: run: expected a duration such as 30s, got "soon"`},
-		{"unknown argument", "world\n----\n\nhostd fast\n----\n", `t.trace:4: hostd: unknown argument "fast" (known: api-port, attempt-timeout, backoff-initial, backoff-max, give-up, log-port, session-first)`},
+		{"unknown argument", "world\n----\n\nhostd fast\n----\n", `t.trace:4: hostd: unknown argument "fast" (known: api-port, attempt-timeout, backoff-initial, backoff-max, give-up, log-port, session-first, status-only)`},
 		{"flag with a value", "world\n----\n\nhostd session-first=yes\n----\n", `t.trace:4: hostd: session-first is a flag and takes no value`},
 		{"init without a workload", "world\n----\n\ninit\n----\n", `t.trace:4: init: expected one input line with the workload`},
 		{"bad workload", "world\n----\n\ninit\nwriter total=lots\n----\n", `t.trace:4: init: workload writer: total=lots: bad size "lots"`},
 		{"contradictory init", "world\n----\n\ninit no-write-timeout write-timeout=1s\nidle\n----\n", `t.trace:4: init: no-write-timeout and write-timeout contradict each other`},
 		{"unknown timeline kind", "world\n----\n\ntimeline kinds=(packets)\n----\n", `t.trace:4: timeline: unknown kind "packets"`},
-		{"verdict of what", "world\n----\n\nverdict speed\n----\n", `t.trace:4: verdict: expected wedge, resume or stream, got "speed"`},
+		{"verdict of what", "world\n----\n\nverdict speed\n----\n", `t.trace:4: verdict: expected wedge, resume, stream or oracles, got "speed"`},
 		{"stream from nowhere", "world\n----\n\nstream port=5000 from=vm\n----\n", `t.trace:4: stream: from=vm: expected host or guest`},
 		{"stream without a port", "world\n----\n\nstream total=1MiB\n----\n", `t.trace:4: stream: port=N is required`},
 		{"stream of a bad size", "world\n----\n\nstream port=1 size=lots\n----\n", `t.trace:4: stream: size=lots: expected a size such as 4096, 64KiB or 1MiB`},
@@ -89,8 +89,8 @@ func TestParseReportsEveryError(t *testing.T) {
 t.trace:4: run: expected a duration such as 30s, got "-5s"
 t.trace:7: connect: port=99999999999: expected an integer from 0 to 4294967295
 t.trace:7: connect: port given twice
-t.trace:7: connect: unknown argument "speed" (known: port)
-t.trace:10: unknown command "fly" (known: boot, connect, counters, cycles, device-reset, fault, hostd, init, report, resume, run, sockets, stream, suspend, timeline, verdict, wait-started, world)`, err.Error())
+t.trace:7: connect: unknown argument "speed" (known: name, port, timeout)
+t.trace:10: unknown command "fly" (known: boot, close, connect, counters, cycles, device-reset, fault, hostd, init, recv, report, resume, run, send, sockets, stream, suspend, timeline, verdict, wait-started, world)`, err.Error())
 }
 
 // The limits given to ParseWith are the ones validation holds scenarios to.

@@ -2,9 +2,11 @@ package replay
 
 import (
 	"encoding/binary"
+	"fmt"
 	"io"
 	"time"
 
+	"github.com/vsocklab/vsocklab/emu/device"
 	"github.com/vsocklab/vsocklab/virtio"
 )
 
@@ -108,4 +110,62 @@ func (pw *PcapWriter) Write(p Packet) error {
 	}
 	_, err := pw.w.Write(p.Payload)
 	return err
+}
+
+// ReadPcap reads a LINKTYPE_VSOCK capture as WritePcap and PcapWriter
+// write it (either byte order, micro- or nanosecond timestamps). A
+// packet's Dir is GuestToHost when its source CID is not the host's (2).
+// A truncated or foreign file is an error naming the record.
+func ReadPcap(r io.Reader) ([]Packet, error) {
+	hdr := make([]byte, 24)
+	if _, err := io.ReadFull(r, hdr); err != nil {
+		return nil, fmt.Errorf("pcap: file header: %w", err)
+	}
+	var bo binary.ByteOrder = binary.LittleEndian
+	nano := false
+	switch binary.LittleEndian.Uint32(hdr) {
+	case 0xa1b23c4d:
+		nano = true
+	case 0xa1b2c3d4:
+	case 0x4d3cb2a1:
+		bo, nano = binary.BigEndian, true
+	case 0xd4c3b2a1:
+		bo = binary.BigEndian
+	default:
+		return nil, fmt.Errorf("pcap: not a pcap file (magic %#x)", binary.LittleEndian.Uint32(hdr))
+	}
+	if lt := bo.Uint32(hdr[20:]) & 0x0fffffff; lt != LinkTypeVsock {
+		return nil, fmt.Errorf("pcap: link type %d, want LINKTYPE_VSOCK (%d)", lt, LinkTypeVsock)
+	}
+	var out []Packet
+	rec := make([]byte, 16)
+	for i := 0; ; i++ {
+		if _, err := io.ReadFull(r, rec); err == io.EOF {
+			return out, nil
+		} else if err != nil {
+			return nil, fmt.Errorf("pcap: record %d header: %w", i, err)
+		}
+		n := bo.Uint32(rec[8:])
+		if n < monHdrLen+virtio.HeaderLen || n > 1<<20 {
+			return nil, fmt.Errorf("pcap: record %d: captured length %d is not a vsockmon header, a virtio-vsock header and at most 1 MiB", i, n)
+		}
+		data := make([]byte, n)
+		if _, err := io.ReadFull(r, data); err != nil {
+			return nil, fmt.Errorf("pcap: record %d: %w", i, err)
+		}
+		frac := time.Duration(bo.Uint32(rec[4:]))
+		if !nano {
+			frac *= time.Microsecond
+		}
+		at := time.Unix(int64(bo.Uint32(rec[0:])), int64(frac)).Sub(pcapEpoch)
+		h, err := virtio.DecodeHeader(data[monHdrLen:])
+		if err != nil {
+			return nil, fmt.Errorf("pcap: record %d: %w", i, err)
+		}
+		dir := device.GuestToHost
+		if h.SrcCID == virtio.CIDHost {
+			dir = device.HostToGuest
+		}
+		out = append(out, Packet{At: at, Dir: dir, Hdr: h, Payload: data[monHdrLen+virtio.HeaderLen:]})
+	}
 }

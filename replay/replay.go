@@ -195,6 +195,11 @@ func scenarioBounds(f *trace.File) iter.Seq2[int, int] {
 // print "error: not run: ...".
 func RunFile(r lab.Runner, f *trace.File, opts Options) *Result {
 	res := &Result{File: f, Outputs: make([]string, len(f.Directives))}
+	began := time.Now()
+	total := 0
+	for range scenarioBounds(f) {
+		total++
+	}
 	for first, last := range scenarioBounds(f) {
 		clock := startWallClock(f, first, opts)
 		sr := newScenario(f.Name, f.Directives[first:last], opts, clock)
@@ -223,6 +228,12 @@ func RunFile(r lab.Runner, f *trace.File, opts Options) *Result {
 		sc.Log = run.Log
 		sc.End = run.End
 		sc.records = run.World.Eng.Log.Records()
+		// A file of many short scenarios is silent inside each one: once
+		// it has taken over a second, say which scenarios are done.
+		if opts.Progress != nil && time.Since(began) > time.Second {
+			fmt.Fprintf(opts.Progress, "replay: %s: scenario %s done (%d of %d), %s wall\n", f.Name, sc.Report.Name,
+				len(res.Scenarios), total, time.Since(began).Round(time.Second))
+		}
 	}
 	return res
 }

@@ -30,8 +30,16 @@ type Report struct {
 	// boot's start sequence is not a resume).
 	Resumes       []time.Duration
 	LeakedSockets int
-	Counters      Counters
-	LogSHA256     string
+	// Suspended is how long the cycles directive kept the guest suspended.
+	Suspended time.Duration
+	// LeakedByResume is LeakedSockets when each resume's start sequence
+	// ended, in order.
+	LeakedByResume []int
+	// Violations are the device's invariant violations, as its event log
+	// states them.
+	Violations []string
+	Counters   Counters
+	LogSHA256  string
 	// Error is why a limit stopped the scenario ("" when it ran to the end).
 	Error string
 

@@ -1,10 +1,8 @@
 package replay
 
 import (
-	"context"
 	"fmt"
 	"math"
-	"net"
 	"slices"
 	"strings"
 	"time"
@@ -62,7 +60,10 @@ type scenarioRun struct {
 	sys       *programs.System
 	logMark   int // the first record the next timeline shows
 	cycles    []hostd.Cycle
+	leakedAt  []int         // leaked sockets when each cycle's start sequence ended
+	suspended time.Duration // the pauses of the cycles directive: the guest stood still
 	stream    *programs.Stream
+	conns     map[string]*hostd.HybridConn // open connections by name
 
 	retain    engine.Kind // the kinds the directives need stored
 	keepShown bool        // a later "timeline all" or a capture reads records again
@@ -208,6 +209,7 @@ func (sr *scenarioRun) cmdWorld(d *trace.Directive) (string, error) {
 func (sr *scenarioRun) cmdHostd(d *trace.Directive) (string, error) {
 	o := hostd.Options{
 		SessionFirst:   hasFlag(d, "session-first"),
+		StatusOnly:     hasFlag(d, "status-only"),
 		AttemptTimeout: durArg(d, "attempt-timeout", 0),
 		Backoff: hostd.Backoff{
 			Initial: durArg(d, "backoff-initial", 0), Max: durArg(d, "backoff-max", 0), GiveUp: durArg(d, "give-up", 0),
@@ -223,7 +225,10 @@ func (sr *scenarioRun) cmdHostd(d *trace.Directive) (string, error) {
 	sr.hostdOpts = o
 	full := o.WithDefaults()
 	order := "status check first"
-	if full.SessionFirst {
+	switch {
+	case full.StatusOnly:
+		order = "status check only"
+	case full.SessionFirst:
 		order = "metrics session first"
 	}
 	sr.sc.Report.Hostd = fmt.Sprintf("%s, backoff %s doubling to %s, give up after %s", order, full.Backoff.Initial, full.Backoff.Max, full.Backoff.GiveUp)
@@ -327,6 +332,10 @@ func (sr *scenarioRun) record(c hostd.Cycle) {
 		sr.cycles = append(sr.cycles, hostd.Cycle{})
 	}
 	sr.cycles[n] = c
+	for len(sr.leakedAt) <= n {
+		sr.leakedAt = append(sr.leakedAt, 0)
+	}
+	sr.leakedAt[n] = sr.leaked()
 }
 
 func cycleLine(c hostd.Cycle) string {
@@ -398,6 +407,7 @@ func (sr *scenarioRun) cmdCycles(d *trace.Directive) (string, error) {
 		if sr.left() < pause {
 			return b.String(), sr.virtualLimit()
 		}
+		sr.suspended += pause
 		timeout, cut := sr.waitTimeout(pause, durArg(d, "timeout", defaultWaitTimeout))
 		c, err := sr.sys.SuspendResume(first+i, pause, timeout)
 		if err != nil && cut {
@@ -410,21 +420,6 @@ func (sr *scenarioRun) cmdCycles(d *trace.Directive) (string, error) {
 		fmt.Fprintf(&b, "%s; leaked sockets %d\n", cycleLine(c), sr.leaked())
 	}
 	return b.String(), nil
-}
-
-func (sr *scenarioRun) cmdConnect(d *trace.Directive) (string, error) {
-	port, err := port32(d, "port")
-	if err != nil {
-		return "", err
-	}
-	ctx, cancel := context.WithTimeout(sr.l.Context(), 10*time.Second)
-	defer cancel()
-	c, err := hostd.Connect(ctx, func(context.Context) (net.Conn, error) { return sr.l.Host.Dial(sr.l.Host.UDSPath()) }, port)
-	if err != nil {
-		return fmt.Sprintf("connect %d: %v\n", port, err), nil
-	}
-	c.Close()
-	return fmt.Sprintf("connect %d: OK from host port %d\n", port, c.HostPort), nil
 }
 
 // cmdStream starts a paced pattern stream between a host program and a
@@ -594,15 +589,24 @@ func (sr *scenarioRun) measure() {
 			r.WorkloadTotal, r.WorkloadEvery = w.Total, w.Every
 		}
 	}
-	r.Resumes = nil
-	for _, c := range sr.cycles[min(1, len(sr.cycles)):] {
+	r.Resumes, r.LeakedByResume = nil, nil
+	for i, c := range sr.cycles[min(1, len(sr.cycles)):] {
 		r.Resumes = append(r.Resumes, c.TimeToStarted)
+		r.LeakedByResume = append(r.LeakedByResume, sr.leakedAt[i+1])
 	}
 	r.LeakedSockets = sr.leaked()
+	r.Suspended = sr.suspended
 	if sr.stream != nil {
 		r.Stream = sr.stream.Stats()
 	}
-	_ = sr.l.Do(func(w *emu.World) error { r.Counters = countersOf(w); return nil })
+	_ = sr.l.Do(func(w *emu.World) error {
+		r.Counters = countersOf(w)
+		r.Violations = r.Violations[:0]
+		for _, v := range w.Dev.Violations() {
+			r.Violations = append(r.Violations, v.String())
+		}
+		return nil
+	})
 }
 
 func (sr *scenarioRun) cmdReport(d *trace.Directive) (string, error) {
@@ -678,4 +682,7 @@ func streamLine(r *Report) string {
 }
 
 // finish runs after the last directive of the scenario.
-func (sr *scenarioRun) finish() { sr.measure() }
+func (sr *scenarioRun) finish() {
+	sr.measure()
+	sr.closeConns()
+}

@@ -10,14 +10,20 @@ import (
 )
 
 // Verdict judges a report: kind "wedge" asks what became of the workload's
-// stdout, kind "resume" how hostd's start sequence fared across resumes. It
-// reads nothing but r.
+// stdout, kind "resume" how hostd's start sequence fared across resumes,
+// kind "oracles" whether the oracles that hold for any correct system held.
+// It reads nothing but r.
 func Verdict(kind string, r *Report) (verdict, why string) {
 	switch kind {
 	case "wedge":
 		return wedgeVerdict(r)
 	case "resume":
 		return resumeVerdict(r)
+	case "oracles":
+		if o := FailedOracle(r); o != nil {
+			return o.Name, o.Why
+		}
+		return "ok", "every oracle held"
 	case "stream":
 		return streamVerdict(r)
 	}
@@ -74,6 +80,101 @@ func resumeVerdict(r *Report) (string, string) {
 		return "bounded", fmt.Sprintf("all %d resumes started within %s", len(rs), longest)
 	}
 	return "unbounded", fmt.Sprintf("longest time-to-started %s over %d resumes, not rising every time", longest, len(rs))
+}
+
+// The generic oracles' bounds.
+const (
+	// MaxUnreportedBlock: no stdout write of the workload may wait longer
+	// (init's write timeout, 2 s by default, reports and ends any wait).
+	MaxUnreportedBlock = 5 * time.Second
+	// MaxTimeToStarted: every resume's start sequence must finish within
+	// this (hostd's backoff alone reaches 5 s only after six failures).
+	MaxTimeToStarted = 5 * time.Second
+	// growthCycles: time-to-started (or the leaked sockets) rising over
+	// this many resumes in a row grows with the cycles.
+	growthCycles = 3
+)
+
+// Oracle is one generic oracle that did not hold: its name and the numbers.
+type Oracle struct {
+	Name string
+	Why  string
+}
+
+// FailedOracle checks the oracles that hold for any correct system, device
+// and kernel whatever the configuration, and returns the first that did
+// not hold, nil when all did:
+//
+//   - stdout-blocked: no stdout write waits longer than MaxUnreportedBlock
+//     plus the time the guest spent suspended;
+//   - stdout-lost: once the workload wrote everything and nothing waits,
+//     every byte it wrote was delivered to hostd or dropped by init, which
+//     warns (a device that loses bytes fails this); runs without resumes;
+//   - stdout-order: when init dropped nothing, stdout arrived in order,
+//     without duplicates; runs without resumes;
+//   - resume-slow: every resume started within MaxTimeToStarted;
+//   - resume-grows: time-to-started did not rise over growthCycles resumes
+//     in a row;
+//   - socket-leak: the sockets a reset left in the guest's connected table
+//     and their owners never closed do not rise over growthCycles resumes
+//     in a row (a socket a reset caught idle, such as a log stream with
+//     nothing more to write, is not yet a leak: its owner learns of the
+//     reset on its next write; one more with every cycle is seed 003's
+//     leak);
+//   - device-invariant: the device reported no invariant violation.
+func FailedOracle(r *Report) *Oracle {
+	st := r.Stdout
+	// The lab's programs keep virtual time while the guest is suspended, so
+	// a write may wait out the suspensions too: they count on top.
+	if bound := MaxUnreportedBlock + r.Suspended; st.LongestBlock > bound {
+		return &Oracle{"stdout-blocked", fmt.Sprintf("a stdout write waited %s (bound %s, suspensions included); %d of %d bytes written, %d delivered, init warned %d times",
+			st.LongestBlock, bound, st.Written, r.WorkloadTotal, st.Delivered, st.WriteTimeouts)}
+	}
+	// A transport reset (every resume) discards what the connections held,
+	// as the virtio spec has the driver do on VIRTIO_VSOCK_EVENT_TRANSPORT_RESET
+	// (virtio v1.2, 5.10.6.6): no correct system accounts for those bytes,
+	// so the byte oracles judge runs without resumes.
+	resumed := len(r.Resumes) > 0
+	if !resumed && !st.Blocked && st.Written == r.WorkloadTotal && st.Delivered+st.DroppedByInit != st.Written {
+		return &Oracle{"stdout-lost", fmt.Sprintf("written %d, delivered %d, dropped by init %d: %d bytes unaccounted for (the device dropped %d)",
+			st.Written, st.Delivered, st.DroppedByInit, st.Written-st.Delivered-st.DroppedByInit, st.DroppedByDevice)}
+	}
+	if !resumed && st.DroppedByInit == 0 && st.OutOfOrderAt >= 0 {
+		return &Oracle{"stdout-order", fmt.Sprintf("stdout out of order or duplicated at byte %d of %d delivered", st.OutOfOrderAt, st.Delivered)}
+	}
+	for i, v := range r.Resumes {
+		if v > MaxTimeToStarted {
+			return &Oracle{"resume-slow", fmt.Sprintf("resume %d started after %s (bound %s)", i+1, v, MaxTimeToStarted)}
+		}
+	}
+	rising := 0
+	for i := 1; i < len(r.Resumes); i++ {
+		if r.Resumes[i] > r.Resumes[i-1] {
+			rising++
+		} else {
+			rising = 0
+		}
+		if rising >= growthCycles {
+			return &Oracle{"resume-grows", fmt.Sprintf("time-to-started rose over resumes %d to %d: %s", i+1-growthCycles, i+1, r.Resumes[i-growthCycles:i+1])}
+		}
+	}
+	rising = 0
+	for i := 1; i < len(r.LeakedByResume); i++ {
+		l := r.LeakedByResume
+		if l[i] > l[i-1] {
+			rising++
+		} else {
+			rising = 0
+		}
+		if rising >= growthCycles {
+			return &Oracle{"socket-leak", fmt.Sprintf("sockets a reset left in the guest's connected table, unclosed by their owners, rose with each of resumes %d to %d: %v",
+				i+1-growthCycles, i+1, l[i-growthCycles:i+1])}
+		}
+	}
+	if len(r.Violations) > 0 {
+		return &Oracle{"device-invariant", fmt.Sprintf("%d violations, the first: %s", len(r.Violations), r.Violations[0])}
+	}
+	return nil
 }
 
 // streamVerdict judges the stream directive's stream: wedged when the

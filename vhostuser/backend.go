@@ -50,8 +50,11 @@ type Backend struct {
 	ln   *net.UnixListener // vhost-user socket
 	host net.Listener      // real hybrid vsock socket
 	sig  *signals
-	up   *deviceUp
-	ram  guestRAM // owned by the world's goroutine
+	// up is down while the guest's rings are stopped: host clients wait
+	// for the device then (lab.DeviceGate).
+	up       *lab.DeviceGate
+	hostStop context.CancelFunc
+	ram      guestRAM // owned by the world's goroutine
 
 	badTXStopped uint64 // bad TX chains of devices stopped so far; the world's goroutine
 
@@ -88,7 +91,7 @@ func Listen(cfg Config) (*Backend, error) {
 	if err != nil {
 		return nil, fmt.Errorf("vhost-user: %w", err)
 	}
-	b := &Backend{cfg: cfg, w: w, sig: newSignals(), up: newDeviceUp()}
+	b := &Backend{cfg: cfg, w: w, sig: newSignals(), up: lab.NewDeviceGate(), hostStop: func() {}}
 	// A back-end runs for as long as the VM: the log streams to the sink,
 	// and the real-time driver stores only its last lab.LiveLogLimit
 	// records.
@@ -120,7 +123,12 @@ func Listen(cfg Config) (*Backend, error) {
 	b.lab = lab.StartWorld(w)
 	if cfg.UDS != "" {
 		b.lab.Host.ReachRealSockets()
-		go b.serveHost(b.host)
+		// The same host side as serve's: line timeout, pending bound,
+		// accept backoff; clients wait while the rings are stopped.
+		srv := &lab.HybridServer{Host: b.lab.Host, WaitDevice: b.up.Wait, Logf: b.logf}
+		var ctx context.Context
+		ctx, b.hostStop = context.WithCancel(context.Background())
+		go srv.Serve(ctx, b.host)
 	}
 	b.logf("back-end for device %s, guest cid %d, host side on %s", cfg.Device, cfg.CID, udsPath)
 	return b, nil
@@ -224,7 +232,8 @@ func (b *Backend) Close() Summary {
 		b.ln.Close()
 		_ = os.Remove(b.cfg.Socket)
 	}
-	b.up.shut()
+	b.up.Close()
+	b.hostStop()
 	if b.host != nil {
 		b.host.Close()
 		_ = os.Remove(b.cfg.UDS)

@@ -45,7 +45,10 @@
 // vhost-device-vsock's listeners do, while the device comes and goes with
 // the rings: a host client that connects while the rings are stopped waits,
 // as in a listen backlog, and is joined to the rebuilt device when they
-// start again; clients joined to a device are closed when it stops.
+// start again; clients joined to a device are closed when it stops. The
+// socket is served by lab.HybridServer, as `vsocklab serve`'s is: a client
+// that sends no line within 10 s is closed, at most 512 wait for the device
+// at once, and accept errors such as EMFILE are retried with backoff.
 //
 // # What is negotiated
 //

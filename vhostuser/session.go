@@ -377,7 +377,7 @@ func (s *session) tryStart(name string) error {
 		return protoErr(name, "%v", err)
 	}
 	s.running = true
-	s.b.up.started()
+	s.b.up.Up()
 	return nil
 }
 
@@ -411,7 +411,7 @@ func (s *session) stopDevice() error {
 	if !s.running {
 		return nil
 	}
-	s.b.up.stopped()
+	s.b.up.Down()
 	var st [3]virtio.QueueState
 	err := s.b.lab.Do(func(w *emu.World) error {
 		if w.RingsRunning() {

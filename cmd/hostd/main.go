@@ -32,6 +32,7 @@ func main() {
 	flag.UintVar(&apiPort, "api-port", vsockport.API, "vsock port of the guest's init API")
 	flag.UintVar(&logPort, "log-port", vsockport.Log, "vsock port the guest sends its logs to")
 	flag.BoolVar(&opts.SessionFirst, "session-first", false, "open the metrics session before the status check (seed 003's unlucky order)")
+	flag.BoolVar(&opts.StatusOnly, "status-only", false, "run the status check alone, without the metrics session")
 	flag.DurationVar(&opts.Backoff.Initial, "backoff-initial", 50*time.Millisecond, "first retry wait")
 	flag.DurationVar(&opts.Backoff.Max, "backoff-max", 5*time.Second, "longest retry wait")
 	flag.DurationVar(&opts.Backoff.GiveUp, "give-up", 60*time.Second, "the status check gives up after this long")
@@ -39,6 +40,10 @@ func main() {
 	flag.Parse()
 	if *uds == "" {
 		fmt.Fprintln(os.Stderr, "hostd: --uds is required")
+		os.Exit(2)
+	}
+	if opts.SessionFirst && opts.StatusOnly {
+		fmt.Fprintln(os.Stderr, "hostd: --session-first and --status-only contradict each other")
 		os.Exit(2)
 	}
 	if apiPort > 0xffffffff || logPort > 0xffffffff {

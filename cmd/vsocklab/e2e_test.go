@@ -4,10 +4,13 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -27,18 +30,60 @@ func buildBinaries(t *testing.T, dir string) (vsocklab, hostd string) {
 	return vsocklab, hostd
 }
 
-// startServe runs `vsocklab serve` on uds until the test ends.
-func startServe(t *testing.T, bin, uds string, extra ...string) *exec.Cmd {
+// startServe runs `vsocklab serve` on uds until the test ends; its
+// standard error is echoed and recorded.
+func startServe(t *testing.T, bin, uds string, extra ...string) (*exec.Cmd, *stderrLines) {
 	t.Helper()
 	cmd := exec.Command(bin, append([]string{"serve", "--uds", uds}, extra...)...)
-	cmd.Stderr = os.Stderr
+	pipe, err := cmd.StderrPipe()
+	require.NoError(t, err)
+	out := &stderrLines{done: make(chan struct{})}
 	require.NoError(t, cmd.Start())
+	go out.read(pipe)
 	t.Cleanup(func() {
 		cmd.Process.Signal(syscall.SIGTERM)
+		<-out.done
 		cmd.Wait()
 	})
 	require.Eventually(t, func() bool { _, err := os.Stat(uds); return err == nil }, 10*time.Second, 10*time.Millisecond)
-	return cmd
+	return cmd, out
+}
+
+// stderrLines records a process's standard error, line by line.
+type stderrLines struct {
+	mu    sync.Mutex
+	lines []string
+	done  chan struct{}
+}
+
+func (s *stderrLines) read(r io.Reader) {
+	defer close(s.done)
+	sc := bufio.NewScanner(r)
+	for sc.Scan() {
+		fmt.Fprintln(os.Stderr, sc.Text())
+		s.mu.Lock()
+		s.lines = append(s.lines, sc.Text())
+		s.mu.Unlock()
+	}
+}
+
+// with returns the lines so far that contain sub.
+func (s *stderrLines) with(sub string) []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []string
+	for _, l := range s.lines {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+// wait waits for a line containing sub.
+func (s *stderrLines) wait(t *testing.T, sub string) {
+	t.Helper()
+	require.Eventually(t, func() bool { return len(s.with(sub)) > 0 }, 20*time.Second, 5*time.Millisecond, "no line with %q", sub)
 }
 
 // socatConnect sends line through socat and returns what came back.
@@ -69,14 +114,39 @@ func TestServeEndToEnd(t *testing.T) {
 			t.Skip("socat not installed (apt-get install socat)")
 		}
 		uds := filepath.Join(dir, "a.sock")
-		startServe(t, vsocklab, uds, "--workload", "idle")
-		// Firecracker's first host-side port is 2^30 (docs/sources.md#fc-port-allocation).
-		require.Equal(t, "OK 1073741824\n", socatConnect(t, socat, uds, "CONNECT 10000\n"))
+		cmd, out := startServe(t, vsocklab, uds, "--workload", "idle")
+		// Init's API listener comes up a moment after the socket: until
+		// then the guest resets the connection. Each attempt takes a port
+		// from Firecracker's allocator, which starts at 2^30 (docs/sources.md#fc-port-allocation).
+		attempts := 0
+		var port int
+		require.Eventually(t, func() bool {
+			attempts++
+			_, err := fmt.Sscanf(socatConnect(t, socat, uds, "CONNECT 10000\n"), "OK %d\n", &port)
+			return err == nil
+		}, 20*time.Second, 20*time.Millisecond)
+		require.Equal(t, 1<<30+attempts-1, port)
 		// A malformed line closes the connection without a word...
 		require.Equal(t, "", socatConnect(t, socat, uds, "HELLO 10000\n"))
 		require.Equal(t, "", socatConnect(t, socat, uds, "CONNECT ten\n"))
 		// ...and the server goes on serving.
-		require.Equal(t, "OK 1073741825\n", socatConnect(t, socat, uds, "connect 10000\n"))
+		require.Equal(t, fmt.Sprintf("OK %d\n", port+1), socatConnect(t, socat, uds, "connect 10000\n"))
+
+		// One line per client, with the real socket path; a summary on exit.
+		out.wait(t, fmt.Sprintf(`host client on %s: "connect 10000": OK %d`, uds, port+1))
+		require.Len(t, out.with("host client on "+uds+": "), attempts+3)
+		require.Len(t, out.with(`"HELLO 10000": closed by the device without an answer`), 1)
+		require.NoError(t, cmd.Process.Signal(syscall.SIGTERM))
+		<-out.done
+		require.Len(t, out.with(fmt.Sprintf("summary: host clients %d (2 answered, %d closed unanswered by the device, 0 dropped before it); guest connects 0", attempts+3, attempts+1)), 1)
+		require.Empty(t, out.with("/run/vsocklab"), "no internal path in any message")
+	})
+
+	t.Run("guest connect with nobody listening", func(t *testing.T) {
+		// No hostd: init's log connection to host port 10001 is refused.
+		uds := filepath.Join(dir, "r.sock")
+		_, out := startServe(t, vsocklab, uds)
+		out.wait(t, "guest connect to "+uds+"_10001: refused, the device answers RST")
 	})
 
 	t.Run("hostd binary against serve", func(t *testing.T) {
@@ -95,7 +165,7 @@ func TestServeEndToEnd(t *testing.T) {
 			h.Wait()
 		}()
 		require.Eventually(t, func() bool { _, err := os.Stat(uds + "_10001"); return err == nil }, 10*time.Second, 10*time.Millisecond)
-		startServe(t, vsocklab, uds, "--workload", "writer total=64KiB size=4KiB every=5ms")
+		_, _ = startServe(t, vsocklab, uds, "--workload", "writer total=64KiB size=4KiB every=5ms")
 
 		line, err := bufio.NewReader(stdout).ReadString('\n')
 		require.NoError(t, err)
@@ -115,4 +185,85 @@ func TestServeEndToEnd(t *testing.T) {
 		require.Len(t, got, 64*1024)
 		require.Equal(t, int64(-1), labenv.CheckPattern(got), "every byte of the workload, in order")
 	})
+	// The slow-resume incident (seed 003, testdata/incidents/slow-resume.trace)
+	// with the real hostd: serve is suspended and resumed by signal, hostd
+	// told of each resume by its own SIGUSR1. With fixed-start ports
+	// (firecracker-1.14), an init that keeps reset sessions and hostd's
+	// session first, cycle n's session fails n times, as in the trace.
+	t.Run("hostd through suspend and resume", func(t *testing.T) {
+		uds := filepath.Join(dir, "c.sock")
+		logs := filepath.Join(dir, "logs-c")
+		require.NoError(t, os.MkdirAll(logs, 0o755))
+		h := exec.Command(hostd, "--uds", uds, "--log-dir", logs, "--session-first")
+		stdout, err := h.StdoutPipe()
+		require.NoError(t, err)
+		h.Stderr = os.Stderr
+		require.NoError(t, h.Start())
+		defer func() {
+			h.Process.Signal(syscall.SIGTERM)
+			h.Wait()
+		}()
+		require.Eventually(t, func() bool { _, err := os.Stat(uds + "_10001"); return err == nil }, 10*time.Second, 10*time.Millisecond)
+		serve, out := startServe(t, vsocklab, uds, "--workload", "idle", "--keep-reset-sessions", "--device", "firecracker-1.14")
+
+		dec := json.NewDecoder(stdout)
+		var cycle struct {
+			Cycle          int      `json:"cycle"`
+			Started        bool     `json:"started"`
+			FailedAttempts []string `json:"failed_attempts"`
+		}
+		require.NoError(t, dec.Decode(&cycle))
+		require.True(t, cycle.Started)
+		for n := 1; n <= 3; n++ {
+			require.NoError(t, serve.Process.Signal(syscall.SIGUSR1))
+			require.Eventually(t, func() bool { return len(out.with("suspended (snapshot)")) == n }, 20*time.Second, 5*time.Millisecond)
+			require.NoError(t, serve.Process.Signal(syscall.SIGUSR2))
+			out.wait(t, fmt.Sprintf("resumed (restore, cycle %d)", n))
+			require.NoError(t, h.Process.Signal(syscall.SIGUSR1))
+			require.NoError(t, dec.Decode(&cycle))
+			require.Equal(t, n, cycle.Cycle)
+			require.True(t, cycle.Started)
+			require.Len(t, cycle.FailedAttempts, n, "%q", cycle.FailedAttempts)
+			for _, a := range cycle.FailedAttempts {
+				require.True(t, strings.HasPrefix(a, "session "), a)
+			}
+		}
+		require.NoError(t, serve.Process.Signal(syscall.SIGTERM))
+		<-out.done
+		require.Len(t, out.with("suspend/resume cycles 3"), 1)
+	})
+}
+
+// TestServeFlags: --help describes the signals and exits 0; the old bare
+// --log and the deprecated --forward say what to do instead.
+func TestServeFlags(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs binaries")
+	}
+	dir := t.TempDir()
+	vsocklab, _ := buildBinaries(t, dir)
+	run := func(args ...string) (int, string) {
+		cmd := exec.Command(vsocklab, append([]string{"serve"}, args...)...)
+		var stderr strings.Builder
+		cmd.Stderr = &stderr
+		_ = cmd.Run()
+		return cmd.ProcessState.ExitCode(), stderr.String()
+	}
+	code, out := run("--help")
+	require.Equal(t, 0, code, out)
+	require.Contains(t, out, "SIGUSR1       suspend the VM as a snapshot does")
+	require.Contains(t, out, "-log string")
+
+	code, out = run("--log", "--uds", filepath.Join(dir, "x.sock"))
+	require.Equal(t, 2, code, out)
+	require.Contains(t, out, "the old bare --log is --log all")
+	code, out = run("--uds", filepath.Join(dir, "x.sock"), "--log", "packets")
+	require.Equal(t, 2, code, out)
+	require.Contains(t, out, `unknown log kind "packets"`)
+
+	uds := filepath.Join(dir, "f.sock")
+	cmd, lines := startServe(t, vsocklab, uds, "--workload", "idle", "--forward", "10001,10002", "--log", "world")
+	lines.wait(t, "--forward 10001,10002 is no longer needed and is ignored")
+	require.NoError(t, cmd.Process.Signal(syscall.SIGUSR1))
+	lines.wait(t, "world   suspend (cycle 1)") // the world record --log world adds
 }

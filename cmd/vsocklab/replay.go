@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -19,6 +20,27 @@ import (
 // validation: the incident library's files are tens of KiB.
 const maxTraceBytes = 16 << 20
 
+const replayUsage = `usage: vsocklab replay [flags] FILE...
+
+Replays trace files and prints them with the actual output (or, with --check,
+one "ok" line per file that replays as written). Standard error gets the
+progress of every scenario replaying for over a second, the diffs of --check,
+and at the end a table of every scenario: file, name, device, kernel, verdict
+and its key figure (--summary=false leaves it out).
+
+Exit status:
+  0  every file replayed as written (with --check), or replayed (without)
+  1  an output differs from the file under --check, or a scenario stopped at
+     --max-virtual or --max-wall ("error: ..." in its output), or an output
+     could not be written
+  2  bad flags, or a file that does not read or parse (every problem printed
+     as file:line: what was expected; nothing runs)
+An "error: ..." output of a directive that did not stop its scenario (a wait
+that timed out) is part of the story: --check compares it like any output.
+
+Flags:
+`
+
 func replayMain(args []string) int {
 	fs := flag.NewFlagSet("replay", flag.ContinueOnError)
 	check := fs.Bool("check", false, "compare each directive's output with the file; exit 1 with a diff on any difference")
@@ -31,13 +53,15 @@ func replayMain(args []string) int {
 	rewrite := fs.Bool("rewrite", false, "write the actual output back into the files")
 	maxVirtual := fs.Duration("max-virtual", replay.DefaultMaxVirtual, "stop a scenario at this much virtual time; validation refuses one whose runs and cycles alone pass it (negative: no limit)")
 	maxWall := fs.Duration("max-wall", replay.DefaultMaxWall, "stop a scenario after this much real time (negative: no limit)")
+	summary := fs.Bool("summary", true, "end with a table of every scenario's verdict and key figure, on standard error")
 	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "usage: vsocklab replay [flags] FILE...")
-		fmt.Fprintln(fs.Output(), "A scenario stopped by --max-virtual or --max-wall prints \"error: ...\" and the exit status is 1;")
-		fmt.Fprintln(fs.Output(), "a scenario replaying for over a second reports its progress on standard error.")
+		fmt.Fprint(fs.Output(), replayUsage)
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
 		return 2
 	}
 	if fs.NArg() == 0 {
@@ -138,6 +162,12 @@ func replayMain(args []string) int {
 				fmt.Fprintln(os.Stderr, "vsocklab:", err)
 				failed = true
 			}
+		}
+		if *summary {
+			// On standard error, with the progress and the diffs: standard
+			// output stays the trace text, JSON or Mermaid it was asked for.
+			fmt.Fprintln(os.Stderr)
+			replay.WriteSummary(os.Stderr, all)
 		}
 		return !failed
 	})

@@ -230,6 +230,23 @@ var profiles = []Profile{
 		CreditUpdateOnSetRcvlowat: true,
 	},
 	{
+		Name:     "linux-debian-6.12.117",
+		Releases: "Debian 12's linux-image-6.12.117+deb12-cloud-amd64 (6.12.117): after 6.12.94, so the receive-queue limit series (059b7dbd20a6, a4f0b001782b, c6087c5aaad6) and everything of 6.12.68 (nonlinear TX, the credit cap); the TX chain shapes, RX buffers, buf_alloc and close sequence are checked against a boot of this build by realkernel's TestConformance (docs/conformance.md); the credit cap is confirmed by its CreditCap cases; the receive-queue limit is inferred from the stable releases, not probed",
+		Source:   "Linux 6.12.117 (stable): include/linux/virtio_vsock.h virtio_vsock_alloc_skb (nonlinear above 32,404 payload bytes, 6693731487a8 as 69c5bf306115 in 6.12.68), net/vmw_vsock/virtio_transport.c virtio_vsock_rx_fill (3,776-byte buffers, 03a92f036a04), virtio_transport_common.c virtio_transport_get_credit (min(peer_buf_alloc, buf_alloc), c0e42fb0e054 in 6.12.68) and virtio_transport_inc_rx_pkt (split check, reset on overrun, 6.12.94)",
+		TX:       TXNonlinear, RX: RX3776, Credit: CreditMin, Limit: QueueLimitReset,
+		RXHdrLenCheck: true, CreditUpdateOnDrain: true, ShutdownRemoves: true, DropRequestOnLive: true,
+		PollHonoursRcvlowat:       true,
+		CreditUpdateOnSetRcvlowat: true,
+	},
+	{
+		Name:     "linux-debian-6.1.192",
+		Releases: "Debian 12's linux-image-6.1.0-56-cloud-amd64 (6.1.192): 6.1.y after the sk_buff rewrite backport (6.1.63), the credit update on drain (Jan 2024 wave) and the 3,776-byte RX buffers with the hdr.len check (6.1.149, Aug 2025); nonlinear TX (6693731487a8) was never backported to 6.1.y, so every payload is one linear descriptor up to 65,536 bytes; the TX chain shapes, RX buffers, buf_alloc and close sequence are checked against a boot of this build by realkernel's TestConformance (docs/conformance.md); it caps its TX credit at its own buffer (the 6.1.y backport of 8ee784fdf006, CVE-2026-23086), as TestConformance's CreditCap cases showed (with a 4,096-byte buffer it sent 4,096 of a 65,536-byte write against a device advertising 65,536); the receive-queue limit is inferred, not probed",
+		Source:   "Linux 6.1.192 (stable): net/vmw_vsock/virtio_transport.c virtio_transport_send_pkt_work (header + linear data), virtio_vsock_rx_fill (3,776-byte buffers, 03a92f036a04 backported); virtio_transport_common.c virtio_transport_has_space and virtio_transport_get_credit on min(peer_buf_alloc, buf_alloc) in s64 (8ee784fdf006 backported); 45ca7e9f0730 (rx_bytes accounting, v6.12) not in 6.1.y, so the receive check counts unread bytes; 0fe1798968115 (credit update on SO_RCVLOWAT) not in 6.1.y",
+		TX:       TXLinear, RX: RX3776, Credit: CreditMin, Limit: QueueLimitBytes, LimitCountsUnread: true,
+		RXHdrLenCheck: true, CreditUpdateOnDrain: true, ShutdownRemoves: true, DropRequestOnLive: true,
+		PollHonoursRcvlowat: true,
+	},
+	{
 		Name:     "linux-split-drop",
 		Releases: "none known: a what-if between two commits that were merged and backported together",
 		Source:   "c6087c5aaad6's split receive check (buf_used + len > buf_alloc, or (qlen+1) * SKB_TRUESIZE(0) > buf_alloc) with the silent drop of the kernels before a4f0b001782b; every stable review cycle that carried c6087c5aaad6 (June 2026: 6.12, 6.18, 7.0) also carried a4f0b001782b",

@@ -16,7 +16,13 @@ import (
 // <uds>_<port>, and where nothing listens the device sees the connect fail
 // as Firecracker would. For labs that run in real time (Start, StartWorld);
 // a bubble must not do real I/O.
-func (h *Host) ReachRealSockets() {
+func (h *Host) ReachRealSockets() { h.ReachRealSocketsNotify(nil) }
+
+// ReachRealSocketsNotify is ReachRealSockets that also tells onConnect of
+// every connect it passes on to a real socket: the path, and the error if
+// the real connect failed (the device then refuses the guest, RST for
+// Firecracker). onConnect runs on the lab's driver and must not block.
+func (h *Host) ReachRealSocketsNotify(onConnect func(path string, err error)) {
 	_ = h.d.exec(reqKey{op: opWorld}, func() {
 		ns := h.d.w.Host
 		own := h.UDSPath()
@@ -30,6 +36,9 @@ func (h *Host) ReachRealSockets() {
 			// A Unix connect does not block: Go's sockets are non-blocking
 			// and a full backlog fails with EAGAIN.
 			real, err := net.Dial("unix", path)
+			if onConnect != nil {
+				onConnect(path, err)
+			}
 			if err != nil {
 				var errno syscall.Errno
 				if errors.As(err, &errno) {
