@@ -257,6 +257,15 @@ func (m *muxer) mutate(c *conn, f func()) {
 
 // exit closes every host socket, as the process's exit would.
 func (m *muxer) exit() {
+	m.dropConnections()
+	m.listener.OnReady = nil
+	m.listener.Close()
+}
+
+// dropConnections closes the host stream of every connection, and of every
+// host stream still sending its CONNECT line, and forgets them all; the
+// listener stays.
+func (m *muxer) dropConnections() {
 	for _, k := range m.sortedKeys() {
 		c := m.conns[k]
 		c.removed = true
@@ -269,6 +278,4 @@ func (m *muxer) exit() {
 		ls.s.Close()
 	}
 	m.locals = nil
-	m.listener.OnReady = nil
-	m.listener.Close()
 }

@@ -209,18 +209,7 @@ func (d *Device) Reset() error {
 	}
 	m := d.mux
 	dropped := len(m.conns)
-	for _, k := range m.sortedKeys() {
-		c := m.conns[k]
-		c.removed = true
-		c.stream.OnReady = nil
-		c.stream.Close()
-	}
-	clear(m.conns)
-	for _, ls := range m.locals {
-		ls.s.OnReady = nil
-		ls.s.Close()
-	}
-	m.locals = nil
+	m.dropConnections()
 	m.rxq = rxQueue{synced: true}
 	m.killq = killQueue{synced: true}
 	clear(m.ports.used)
