@@ -36,11 +36,7 @@ type BackendConfig struct {
 
 // Backend is a running vhost-user backend.
 type Backend struct {
-	*lineLog
-	cmd  *exec.Cmd
-	done chan struct{}
-	err  error
-
+	*child
 	closeOnce sync.Once
 }
 
@@ -73,29 +69,12 @@ func StartBackend(ctx context.Context, cfg BackendConfig) (*Backend, error) {
 		return nil, err
 	}
 	cmd.Stderr = cmd.Stdout
-	start := time.Now()
-	if err := cmd.Start(); err != nil {
+	c, err := startChild(cmd, out, "backend ", cfg.Echo)
+	if err != nil {
 		return nil, fmt.Errorf("start backend: %w", err)
 	}
-	b := &Backend{lineLog: newLineLog(start, cfg.Echo), cmd: cmd, done: make(chan struct{})}
-	fed := make(chan struct{})
-	go func() {
-		defer close(fed)
-		b.feed(out, "backend ")
-	}()
-	go func() {
-		<-fed
-		b.err = cmd.Wait()
-		b.lineLog.close()
-		close(b.done)
-	}()
-	go func() {
-		select {
-		case <-ctx.Done():
-			b.Close()
-		case <-b.done:
-		}
-	}()
+	b := &Backend{child: c}
+	c.stopOn(ctx, func() { b.Close() })
 	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	if _, err := b.Expect(wctx, "vhost-user: listening on "+cfg.Socket); err != nil {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os/exec"
 	"strings"
 	"sync"
 	"time"
@@ -117,4 +118,46 @@ func (l *lineLog) Count(substr string) int {
 		}
 	}
 	return n
+}
+
+// child is a started process whose standard output and error are
+// collected line by line; the VM and the back-end are both one.
+type child struct {
+	*lineLog
+	cmd  *exec.Cmd
+	done chan struct{} // closed once the process exited and its output is read
+	err  error         // the process's exit, valid after done
+}
+
+// startChild starts cmd, whose merged output is out, and collects its
+// lines under prefix.
+func startChild(cmd *exec.Cmd, out io.Reader, prefix string, echo io.Writer) (*child, error) {
+	start := time.Now()
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	c := &child{lineLog: newLineLog(start, echo), cmd: cmd, done: make(chan struct{})}
+	fed := make(chan struct{})
+	go func() {
+		defer close(fed)
+		c.feed(out, prefix)
+	}()
+	go func() {
+		<-fed
+		c.err = cmd.Wait()
+		c.lineLog.close()
+		close(c.done)
+	}()
+	return c, nil
+}
+
+// stopOn calls stop if ctx ends before the process exits.
+func (c *child) stopOn(ctx context.Context, stop func()) {
+	go func() {
+		select {
+		case <-ctx.Done():
+			stop()
+		case <-c.done:
+		}
+	}()
 }

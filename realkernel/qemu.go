@@ -9,7 +9,6 @@ import (
 	"strconv"
 	"sync"
 	"syscall"
-	"time"
 )
 
 // VMConfig is one QEMU run.
@@ -31,12 +30,8 @@ type VMConfig struct {
 
 // VM is a running QEMU.
 type VM struct {
-	*lineLog
-	cmd   *exec.Cmd
-	stdin io.WriteCloser
-	done  chan struct{}
-	err   error // QEMU's exit, valid after done
-
+	*child
+	stdin     io.WriteCloser
 	closeOnce sync.Once
 }
 
@@ -94,29 +89,12 @@ func Boot(ctx context.Context, cfg VMConfig) (*VM, error) {
 		return nil, err
 	}
 	cmd.Stderr = cmd.Stdout
-	start := time.Now()
-	if err := cmd.Start(); err != nil {
+	c, err := startChild(cmd, out, "console ", cfg.Echo)
+	if err != nil {
 		return nil, fmt.Errorf("start qemu: %w", err)
 	}
-	vm := &VM{lineLog: newLineLog(start, cfg.Echo), cmd: cmd, stdin: stdin, done: make(chan struct{})}
-	fed := make(chan struct{})
-	go func() {
-		defer close(fed)
-		vm.feed(out, "console ")
-	}()
-	go func() {
-		<-fed
-		vm.err = cmd.Wait()
-		vm.lineLog.close()
-		close(vm.done)
-	}()
-	go func() {
-		select {
-		case <-ctx.Done():
-			vm.Close()
-		case <-vm.done:
-		}
-	}()
+	vm := &VM{child: c, stdin: stdin}
+	c.stopOn(ctx, func() { vm.Close() })
 	return vm, nil
 }
 
