@@ -32,12 +32,12 @@ func buildBinaries(t *testing.T, dir string) (vsocklab, hostd string) {
 
 // startServe runs `vsocklab serve` on uds until the test ends; its
 // standard error is echoed and recorded.
-func startServe(t *testing.T, bin, uds string, extra ...string) (*exec.Cmd, *stderrLines) {
+func startServe(t *testing.T, bin, uds string, extra ...string) (*exec.Cmd, *lines) {
 	t.Helper()
 	cmd := exec.Command(bin, append([]string{"serve", "--uds", uds}, extra...)...)
 	pipe, err := cmd.StderrPipe()
 	require.NoError(t, err)
-	out := &stderrLines{done: make(chan struct{})}
+	out := &lines{done: make(chan struct{})}
 	require.NoError(t, cmd.Start())
 	go out.read(pipe)
 	t.Cleanup(func() {
@@ -49,26 +49,38 @@ func startServe(t *testing.T, bin, uds string, extra ...string) (*exec.Cmd, *std
 	return cmd, out
 }
 
-// stderrLines records a process's standard error, line by line.
-type stderrLines struct {
+// lines records a program's log, line by line: a serve process's
+// standard error, or an in-process server's logf.
+type lines struct {
+	t     *testing.T // when set, each line is also logged to the test
 	mu    sync.Mutex
 	lines []string
-	done  chan struct{}
+	done  chan struct{} // closed when read has reached the end of its reader
 }
 
-func (s *stderrLines) read(r io.Reader) {
+func (s *lines) add(line string) {
+	if s.t != nil {
+		s.t.Log(line)
+	}
+	s.mu.Lock()
+	s.lines = append(s.lines, line)
+	s.mu.Unlock()
+}
+
+func (s *lines) logf(format string, args ...any) { s.add(fmt.Sprintf(format, args...)) }
+
+// read records r's lines, echoing them to standard error.
+func (s *lines) read(r io.Reader) {
 	defer close(s.done)
 	sc := bufio.NewScanner(r)
 	for sc.Scan() {
 		fmt.Fprintln(os.Stderr, sc.Text())
-		s.mu.Lock()
-		s.lines = append(s.lines, sc.Text())
-		s.mu.Unlock()
+		s.add(sc.Text())
 	}
 }
 
 // with returns the lines so far that contain sub.
-func (s *stderrLines) with(sub string) []string {
+func (s *lines) with(sub string) []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var out []string
@@ -81,7 +93,7 @@ func (s *stderrLines) with(sub string) []string {
 }
 
 // wait waits for a line containing sub.
-func (s *stderrLines) wait(t *testing.T, sub string) {
+func (s *lines) wait(t *testing.T, sub string) {
 	t.Helper()
 	require.Eventually(t, func() bool { return len(s.with(sub)) > 0 }, 20*time.Second, 5*time.Millisecond, "no line with %q", sub)
 }
@@ -262,8 +274,8 @@ func TestServeFlags(t *testing.T) {
 	require.Contains(t, out, `unknown log kind "packets"`)
 
 	uds := filepath.Join(dir, "f.sock")
-	cmd, lines := startServe(t, vsocklab, uds, "--workload", "idle", "--forward", "10001,10002", "--log", "world")
-	lines.wait(t, "--forward 10001,10002 is no longer needed and is ignored")
+	cmd, log := startServe(t, vsocklab, uds, "--workload", "idle", "--forward", "10001,10002", "--log", "world")
+	log.wait(t, "--forward 10001,10002 is no longer needed and is ignored")
 	require.NoError(t, cmd.Process.Signal(syscall.SIGUSR1))
-	lines.wait(t, "world   suspend (cycle 1)") // the world record --log world adds
+	log.wait(t, "world   suspend (cycle 1)") // the world record --log world adds
 }

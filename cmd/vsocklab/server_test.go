@@ -28,13 +28,13 @@ import (
 // socket, over a real-time lab whose guest runs init with an idle workload;
 // the world's device socket has the real path, as in serve. Its concise log
 // goes to the test's log and to the returned recorder.
-func startServer(t *testing.T, cfg emu.Config, lineTimeout time.Duration, maxPending int) (uds string, s *serveSession, log *lineLog) {
+func startServer(t *testing.T, cfg emu.Config, lineTimeout time.Duration, maxPending int) (uds string, s *serveSession, log *lines) {
 	t.Helper()
 	uds = filepath.Join(t.TempDir(), "s.sock")
 	cfg.UDSPath = uds
 	l, err := lab.Start(lab.Config{Config: cfg})
 	require.NoError(t, err)
-	log = &lineLog{t: t}
+	log = &lines{t: t}
 	s = newServeSession(l, log.logf)
 	s.srv.LineTimeout, s.srv.MaxPending = lineTimeout, maxPending
 	programs.StartInit(l, guestinit.Options{APIPort: 10000, LogPort: 10001}, []string{"idle"})
@@ -62,34 +62,6 @@ func startServer(t *testing.T, cfg emu.Config, lineTimeout time.Duration, maxPen
 		l.Stop()
 	})
 	return uds, s, log
-}
-
-// lineLog records a concise log's lines.
-type lineLog struct {
-	t     *testing.T
-	mu    sync.Mutex
-	lines []string
-}
-
-func (g *lineLog) logf(format string, args ...any) {
-	line := fmt.Sprintf(format, args...)
-	g.t.Log(line)
-	g.mu.Lock()
-	g.lines = append(g.lines, line)
-	g.mu.Unlock()
-}
-
-// with returns the lines containing sub.
-func (g *lineLog) with(sub string) []string {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	var out []string
-	for _, l := range g.lines {
-		if strings.Contains(l, sub) {
-			out = append(out, l)
-		}
-	}
-	return out
 }
 
 // answer sends line on a new client and returns the first line back, or
