@@ -307,16 +307,11 @@ func streamCmd(args []string) int {
 	if err := fs.Parse(args); err != nil || *size <= 0 || *port > 0xffffffff {
 		return 2
 	}
-	fd, err := unix.Socket(unix.AF_VSOCK, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	f, err := dialHost(uint32(*port))
 	if err != nil {
-		fmt.Printf("kinit: stream: socket: %v\n", err)
+		fmt.Printf("kinit: stream: %v\n", err)
 		return 1
 	}
-	if err := unix.Connect(fd, &unix.SockaddrVM{CID: unix.VMADDR_CID_HOST, Port: uint32(*port)}); err != nil {
-		fmt.Printf("kinit: stream: connect 2:%d: %v\n", *port, err)
-		return 1
-	}
-	f := os.NewFile(uintptr(fd), "vsock")
 	defer f.Close()
 	buf := make([]byte, *size)
 	start := time.Now()
@@ -333,7 +328,7 @@ func streamCmd(args []string) int {
 	}
 	el := time.Since(start)
 	fmt.Printf("kinit: stream: done, %d bytes in %.3f s, %.1f MB/s\n", off, el.Seconds(), float64(off)/el.Seconds()/1e6)
-	_ = unix.Shutdown(fd, unix.SHUT_WR)
+	_ = f.CloseWrite()
 	// Wait for the host to close, so the last bytes are not cut off by
 	// the power-off.
 	_, _ = io.Copy(io.Discard, f)
@@ -365,16 +360,11 @@ func probeCmd(args []string) int {
 		}
 		ws = append(ws, n)
 	}
-	fd, err := unix.Socket(unix.AF_VSOCK, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	f, err := dialHost(uint32(*port))
 	if err != nil {
-		fmt.Printf("kinit: probe: socket: %v\n", err)
+		fmt.Printf("kinit: probe: %v\n", err)
 		return 1
 	}
-	if err := unix.Connect(fd, &unix.SockaddrVM{CID: unix.VMADDR_CID_HOST, Port: uint32(*port)}); err != nil {
-		fmt.Printf("kinit: probe: connect 2:%d: %v\n", *port, err)
-		return 1
-	}
-	f := os.NewFile(uintptr(fd), "vsock")
 	defer f.Close()
 	var off uint64
 	for _, n := range ws {
@@ -463,14 +453,15 @@ func (c vsockConn) SetBufferSize(n uint64) error {
 	return unix.SetsockoptUint64(c.fd, unix.AF_VSOCK, unix.SO_VM_SOCKETS_BUFFER_SIZE, n)
 }
 
-func dialHost(port uint32) (conform.Conn, error) {
+// dialHost connects an AF_VSOCK stream socket to the host's port.
+func dialHost(port uint32) (vsockConn, error) {
 	fd, err := unix.Socket(unix.AF_VSOCK, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
-		return nil, err
+		return vsockConn{}, fmt.Errorf("socket: %w", err)
 	}
 	if err := unix.Connect(fd, &unix.SockaddrVM{CID: unix.VMADDR_CID_HOST, Port: port}); err != nil {
 		unix.Close(fd)
-		return nil, err
+		return vsockConn{}, fmt.Errorf("connect 2:%d: %w", port, err)
 	}
 	return vsockConn{File: os.NewFile(uintptr(fd), "vsock"), fd: fd}, nil
 }
