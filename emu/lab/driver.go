@@ -171,6 +171,15 @@ func (d *driver) newID() uint64 {
 	return d.nextObj
 }
 
+// wakeLoop tells the driver's loop that there is work; a poke already
+// waiting is enough.
+func (d *driver) wakeLoop() {
+	select {
+	case d.poke <- struct{}{}:
+	default:
+	}
+}
+
 // do submits r and blocks until the driver completes it.
 func (d *driver) do(r *request) {
 	r.done = make(chan struct{})
@@ -191,10 +200,7 @@ func (d *driver) do(r *request) {
 	}
 	d.pending = append(d.pending, r)
 	d.mu.Unlock()
-	select {
-	case d.poke <- struct{}{}:
-	default:
-	}
+	d.wakeLoop()
 	<-r.done
 }
 
@@ -210,10 +216,7 @@ func (d *driver) doQuiet(r *request) {
 	}
 	d.quiet = append(d.quiet, r)
 	d.mu.Unlock()
-	select {
-	case d.poke <- struct{}{}:
-	default:
-	}
+	d.wakeLoop()
 	<-r.done
 }
 
@@ -230,10 +233,7 @@ func (d *driver) post(r *request) {
 	}
 	d.posted = append(d.posted, r)
 	d.mu.Unlock()
-	select {
-	case d.poke <- struct{}{}:
-	default:
-	}
+	d.wakeLoop()
 }
 
 // exec runs f on the driver goroutine at a deterministic point.
@@ -257,10 +257,7 @@ func (d *driver) stop() {
 	d.mu.Lock()
 	d.stopping = true
 	d.mu.Unlock()
-	select {
-	case d.poke <- struct{}{}:
-	default:
-	}
+	d.wakeLoop()
 	<-d.exited
 }
 
