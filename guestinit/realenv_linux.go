@@ -54,21 +54,55 @@ func (e *RealEnv) StartWorkload(ctx context.Context, w Workload) (Process, error
 	}
 	cmd := exec.CommandContext(ctx, w.Args[0], w.Args[1:]...)
 	cmd.Env = append(os.Environ(), w.Env...)
-	stdout, err := cmd.StdoutPipe()
+	// Pipes of our own rather than cmd.StdoutPipe: Wait closes the read
+	// ends of the pipes StdoutPipe made, and init's pumps read
+	// concurrently with Wait (Init.Run), so output still in the pipe when
+	// the workload exits would be lost ("read |0: file already closed").
+	// A pipe whose write end is an *os.File is handed to the child as is;
+	// Wait leaves our read end alone, and the pump reads to EOF.
+	stdout, stdoutW, err := os.Pipe()
 	if err != nil {
 		return nil, err
 	}
-	stderr, err := cmd.StderrPipe()
+	stderr, stderrW, err := os.Pipe()
 	if err != nil {
+		stdout.Close()
+		stdoutW.Close()
 		return nil, err
 	}
-	if err := cmd.Start(); err != nil {
+	cmd.Stdout, cmd.Stderr = stdoutW, stderrW
+	err = cmd.Start()
+	// The child has its copies; ours would keep the readers from EOF.
+	stdoutW.Close()
+	stderrW.Close()
+	if err != nil {
+		stdout.Close()
+		stderr.Close()
 		return nil, err
 	}
 	ownMu.Lock()
 	ownPids[cmd.Process.Pid] = true
 	ownMu.Unlock()
-	return &realProcess{cmd: cmd, stdout: stdout, stderr: stderr}, nil
+	// A process the workload leaves behind can hold the write ends open
+	// after the workload exits; when init stops, closing the read ends
+	// wakes the pumps.
+	context.AfterFunc(ctx, func() {
+		stdout.Close()
+		stderr.Close()
+	})
+	return &realProcess{cmd: cmd, stdout: closeAtEnd{stdout}, stderr: closeAtEnd{stderr}}, nil
+}
+
+// closeAtEnd closes its pipe when a read reports the end of the stream
+// (or an error), so that the descriptor does not outlive the pump.
+type closeAtEnd struct{ f *os.File }
+
+func (c closeAtEnd) Read(b []byte) (int, error) {
+	n, err := c.f.Read(b)
+	if err != nil {
+		c.f.Close()
+	}
+	return n, err
 }
 
 type realProcess struct {
