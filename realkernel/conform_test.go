@@ -61,7 +61,7 @@ func hostCases(listen func(path string) (net.Listener, error), dialHybrid func()
 		go func() {
 			defer wg.Done()
 			defer ln.Close()
-			if err := conform.RunHost(c, port, caseHost{ln, dialHybrid}); err != nil {
+			if err := conform.RunHost(c, port, caseHost{ln, dialHybrid, listen, uds}); err != nil {
 				errs[i] = fmt.Errorf("case %d %s: %w", i, c, err)
 			}
 		}()
@@ -80,10 +80,24 @@ func hostCases(listen func(path string) (net.Listener, error), dialHybrid func()
 type caseHost struct {
 	ln         net.Listener
 	dialHybrid func() (net.Conn, error)
+	listen     func(path string) (net.Listener, error)
+	uds        string
 }
 
 func (h caseHost) Accept() (io.ReadWriteCloser, error)     { return h.ln.Accept() }
 func (h caseHost) DialHybrid() (io.ReadWriteCloser, error) { return h.dialHybrid() }
+
+func (h caseHost) Listen(port uint32) (conform.HostListener, error) {
+	ln, err := h.listen(h.uds + "_" + strconv.FormatUint(uint64(port), 10))
+	if err != nil {
+		return nil, err
+	}
+	return hostListener{ln}, nil
+}
+
+type hostListener struct{ net.Listener }
+
+func (l hostListener) Accept() (io.ReadWriteCloser, error) { return l.Listener.Accept() }
 
 // realCases runs the cases in a real guest through the back-end and
 // returns the back-end's output lines.
@@ -306,6 +320,19 @@ func (g labGuest) Dial(cid, port uint32, bufSize uint64) (conform.Conn, error) {
 	}
 	if err := s.SetVsockBufferSize(bufSize); err != nil {
 		s.Close()
+		return nil, err
+	}
+	c, err := s.Dial(g.l.Context(), uint64(cid), port)
+	if err != nil {
+		s.Close()
+		return nil, err
+	}
+	return labConn{c}, nil
+}
+
+func (g labGuest) DialFrom(local, cid, port uint32) (conform.Conn, error) {
+	s, err := g.l.Guest.Bind(local)
+	if err != nil {
 		return nil, err
 	}
 	c, err := s.Dial(g.l.Context(), uint64(cid), port)

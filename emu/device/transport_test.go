@@ -137,3 +137,23 @@ func TestBufAllocIsTheDevicesAdvertisedBufferAndCreditUpdateBase(t *testing.T) {
 	_, err := New(r.eng, r.prof, Config{GuestCID: guestCID, UDSPath: "/other", Host: r.ns, Mem: r.mem, Queues: r.cfg.Queues, BufAlloc: 100})
 	require.EqualError(t, err, "device: buf_alloc 100 outside [4096, 1073741824]")
 }
+
+func TestHostConnectOnTheKeyOfAGuestConnectionReplacesIt(t *testing.T) {
+	// FC@v1.14.0 unix/muxer.rs: a guest-initiated connection's host port
+	// is not in local_port_set, so a host CONNECT may be given it; the
+	// new connection's key is the old one's, and conn_map.insert drops the
+	// old connection (its stream closes, no RST). The guest then gets a
+	// REQUEST from a (cid, port) its own socket is connected to.
+	r := newRig(t, "firecracker-1.14", 8)
+	const firstPort = 1 << 30
+	old := r.guestConnect(r.listen(firstPort), firstPort, 7000)
+	hc := r.hostDial("CONNECT 7000\n")
+	req := r.recvOne()
+	require.Equal(t, virtio.OpRequest, req.hdr.Op)
+	require.Equal(t, uint32(firstPort), req.hdr.SrcPort)
+	require.Equal(t, uint32(7000), req.hdr.DstPort)
+	require.True(t, old.PeerClosed(), "the replaced connection's host stream is closed")
+	require.Len(t, r.conns(), 1)
+	require.Contains(t, r.log(), "replaced by a new LocalInit connection")
+	require.False(t, hc.PeerClosed(), "the CONNECT waits for the guest's answer")
+}

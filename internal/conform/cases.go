@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"os"
 	"strconv"
 	"strings"
 	"syscall"
@@ -109,6 +110,15 @@ const (
 	// so its REQUEST carries the (cid, port) pair of the leaked socket and
 	// is answered with RST, although the listener is there.
 	ResetLeak Kind = 'R'
+	// ResetLive: the guest resets the device (its host-side ports start
+	// again at 2^30), then connects from the case's port to host port
+	// 2^30 itself. The device does not count that port as used, so the
+	// host's CONNECT to the case's port gets local port 2^30: a REQUEST
+	// carrying the (cid, port) pair of the guest's live socket, which the
+	// guest drops without a word. The device drops its own connection of
+	// that key (the host's end of the guest's connection reads EOF); the
+	// host's CONNECT gets no answer within LiveWait and is closed.
+	ResetLive Kind = 'V'
 	// Refill: the guest resets the device first, so that its driver's
 	// receive ring is freshly filled, then connects twice, a data and a
 	// control connection. The host writes N single bytes, FloodGap apart,
@@ -161,6 +171,14 @@ const FloodBuffer = 4096
 // on its own.
 const FloodGap = 30 * time.Millisecond
 
+// LiveHostPort is the host port a ResetLive guest connects to: the first
+// local port a Firecracker device gives a host CONNECT.
+const LiveHostPort = 1 << 30
+
+// LiveWait is how long the host of a ResetLive case waits for an answer to
+// its CONNECT.
+const LiveWait = 500 * time.Millisecond
+
 // ResetDelay is how long a ResetConnecting guest waits after starting its
 // connect before it resets the device.
 const ResetDelay = 200 * time.Millisecond
@@ -196,13 +214,13 @@ type Case struct {
 const MaxN = 64 << 10
 
 // resetNames are the names of the ResetX kinds.
-var resetNames = map[Kind]string{ResetConnected: "tc", ResetListener: "tl", ResetConnecting: "ts", ResetLeak: "tr"}
+var resetNames = map[Kind]string{ResetConnected: "tc", ResetListener: "tl", ResetConnecting: "ts", ResetLeak: "tr", ResetLive: "tv"}
 
 func (c Case) String() string {
 	switch c.Kind {
 	case NoListener, HostNoListener, HostBound, CloseFirst, ConnectTimeout:
 		return string(c.Kind)
-	case ResetConnected, ResetListener, ResetConnecting, ResetLeak:
+	case ResetConnected, ResetListener, ResetConnecting, ResetLeak, ResetLive:
 		return resetNames[c.Kind]
 	case Read, Flood:
 		return string(c.Kind) + strconv.Itoa(c.N) + "x" + strconv.Itoa(c.R)
@@ -226,7 +244,7 @@ func Parse(s string) ([]Case, error) {
 				}
 			}
 			if c.Kind == 0 {
-				return nil, fmt.Errorf("case %d %q: reset cases are tc, tl, ts and tr", i, f)
+				return nil, fmt.Errorf("case %d %q: reset cases are tc, tl, ts, tr and tv", i, f)
 			}
 			out = append(out, c)
 			continue
@@ -342,7 +360,7 @@ func Suite(n int) []Case {
 	}
 	cs = append(cs, Case{Kind: HostNoListener}, Case{Kind: HostBound})
 	cs = append(cs, Case{Kind: CloseFirst}, Case{Kind: Linger, N: 0}, Case{Kind: Linger, N: 1}, Case{Kind: ConnectTimeout})
-	cs = append(cs, Case{Kind: ResetConnected}, Case{Kind: ResetListener}, Case{Kind: ResetConnecting}, Case{Kind: ResetLeak})
+	cs = append(cs, Case{Kind: ResetConnected}, Case{Kind: ResetListener}, Case{Kind: ResetConnecting}, Case{Kind: ResetLeak}, Case{Kind: ResetLive})
 	for _, n := range []int{1, 64, 100} {
 		cs = append(cs, Case{Kind: Refill, N: n})
 	}
@@ -381,6 +399,8 @@ type Guest interface {
 	// Dial connects a new socket to (cid, port); a bufSize other than 0
 	// is set with SO_VM_SOCKETS_BUFFER_SIZE before the connect.
 	Dial(cid, port uint32, bufSize uint64) (Conn, error)
+	// DialFrom binds a new socket to local and connects it to (cid, port).
+	DialFrom(local, cid, port uint32) (Conn, error)
 	// Listen binds port and listens on it.
 	Listen(port uint32) (Listener, error)
 	// Bind binds port and does nothing more with it.
@@ -397,6 +417,15 @@ type Host interface {
 	// DialHybrid connects to the device's hybrid vsock socket, where the
 	// host writes "CONNECT <port>\n".
 	DialHybrid() (io.ReadWriteCloser, error)
+	// Listen listens where the device connects a guest's connection to
+	// port (other than the case's own).
+	Listen(port uint32) (HostListener, error)
+}
+
+// HostListener is a host listener for the guest's connections to a port.
+type HostListener interface {
+	Accept() (io.ReadWriteCloser, error)
+	Close() error
 }
 
 // errnoOf is the errno under err, or 0.
@@ -424,8 +453,9 @@ func errName(err error) string {
 
 // The host's report of its CONNECT on the control connection.
 const (
-	connectAccepted = '1'
-	connectRefused  = '0'
+	connectAccepted   = '1'
+	connectRefused    = '0'
+	connectUnanswered = '-'
 )
 
 // RunGuest runs case c's guest side; port is the case's port, the host's
@@ -465,6 +495,8 @@ func RunGuest(c Case, port uint32, g Guest) error {
 		return <-res
 	case ResetLeak:
 		return resetLeak(g, port)
+	case ResetLive:
+		return resetLive(g, port)
 	case Refill, Flood:
 		return flood(c, port, g)
 	}
@@ -721,6 +753,26 @@ func resetLeak(g Guest, port uint32) error {
 	return awaitConnect(g, port, connectRefused)
 }
 
+// resetLive: a REQUEST from the (cid, port) pair of a live socket is
+// dropped.
+func resetLive(g Guest, port uint32) error {
+	if err := g.ResetDevice(); err != nil { // the device's ports start again
+		return fmt.Errorf("reset: %w", err)
+	}
+	live, err := g.DialFrom(port, 2, LiveHostPort)
+	if err != nil {
+		return fmt.Errorf("connect from %d to 2:%d: %w", port, LiveHostPort, err)
+	}
+	defer live.Close()
+	if err := awaitConnect(g, port, connectUnanswered); err != nil {
+		return err
+	}
+	// The device's answer to the host's close of its CONNECT comes
+	// before this close, in every run.
+	time.Sleep(SettleDelay)
+	return nil
+}
+
 // RunHost runs case c's host side.
 func RunHost(c Case, port uint32, h Host) error {
 	switch c.Kind {
@@ -730,6 +782,8 @@ func RunHost(c Case, port uint32, h Host) error {
 		return reportConnect(h, port, false, nil)
 	case ResetListener:
 		return reportConnect(h, port, true, func(hc io.ReadWriteCloser) error { return hc.Close() })
+	case ResetLive:
+		return hostResetLive(h, port)
 	case ResetLeak:
 		var first io.ReadWriteCloser
 		if err := reportConnect(h, port, true, func(hc io.ReadWriteCloser) error { first = hc; return nil }); err != nil {
@@ -809,6 +863,60 @@ func RunHost(c Case, port uint32, h Host) error {
 		return pattern.Check(b, 0)
 	}
 	return fmt.Errorf("host: case %s has no host side", c)
+}
+
+// hostResetLive is ResetLive's host: it takes the guest's connection to
+// LiveHostPort, then its control connection, connects to the guest's port
+// and wants no answer.
+func hostResetLive(h Host, port uint32) error {
+	ln, err := h.Listen(LiveHostPort)
+	if err != nil {
+		return fmt.Errorf("host: listen on %d: %w", LiveHostPort, err)
+	}
+	defer ln.Close()
+	live, err := ln.Accept()
+	if err != nil {
+		return fmt.Errorf("host: accept on %d: %w", LiveHostPort, err)
+	}
+	defer live.Close()
+	ctl, err := h.Accept()
+	if err != nil {
+		return fmt.Errorf("host: accept the control connection: %w", err)
+	}
+	defer ctl.Close()
+	hc, err := h.DialHybrid()
+	if err != nil {
+		return fmt.Errorf("host: dial the hybrid socket: %w", err)
+	}
+	if _, err := fmt.Fprintf(hc, "CONNECT %d\n", port); err != nil {
+		hc.Close()
+		return fmt.Errorf("host: write CONNECT %d: %w", port, err)
+	}
+	// The new connection takes the key of the guest's: the device drops
+	// that one.
+	if n, err := io.Copy(io.Discard, live); err != nil || n != 0 {
+		hc.Close()
+		return fmt.Errorf("host: the guest's connection to %d: %d bytes, %v, want EOF", LiveHostPort, n, err)
+	}
+	dl, ok := hc.(interface{ SetReadDeadline(time.Time) error })
+	if !ok {
+		hc.Close()
+		return errors.New("host: the hybrid connection has no read deadline")
+	}
+	if err := dl.SetReadDeadline(time.Now().Add(LiveWait)); err != nil {
+		hc.Close()
+		return err
+	}
+	var b [1]byte
+	n, err := hc.Read(b[:])
+	hc.Close()
+	if n != 0 || !errors.Is(err, os.ErrDeadlineExceeded) {
+		return fmt.Errorf("host: CONNECT %d: answered (%d bytes, %v), want no answer", port, n, err)
+	}
+	if _, err := ctl.Write([]byte{connectUnanswered}); err != nil {
+		return fmt.Errorf("host: report: %w", err)
+	}
+	return drain(ctl)
 }
 
 // drain reads to EOF and wants nothing.
@@ -894,7 +1002,7 @@ func hostConnect(hc io.ReadWriter, port uint32) (bool, error) {
 // in one case or the next, as the device only looks when it writes.
 func (c Case) FreshRing() bool {
 	switch c.Kind {
-	case Refill, ResetListener, ResetLeak:
+	case Refill, ResetListener, ResetLeak, ResetLive:
 		return true
 	}
 	return false

@@ -211,7 +211,7 @@ func Summary(c Case, packets []string) string {
 	sum := sha256.Sum256([]byte(strings.Join(packets, "\n")))
 	s := fmt.Sprintf("%d packets, sha256 %x", len(packets), sum[:4])
 	switch c.Kind {
-	case HostNoListener, HostBound, ResetLeak, Flood, ResetConnected, CloseFirst, Linger:
+	case HostNoListener, HostBound, ResetLeak, ResetLive, Flood, ResetConnected, CloseFirst, Linger:
 		for _, l := range packets {
 			if strings.HasPrefix(l, "tx RST ") {
 				return s + ", " + l

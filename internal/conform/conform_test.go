@@ -27,7 +27,7 @@ func TestParse(t *testing.T) {
 			{HostNoListener, 0, 0}, {HostBound, 0, 0}, {CloseFirst, 0, 0}, {Linger, 0, 0}, {Linger, 1, 0}, {ConnectTimeout, 0, 0},
 			{ResetConnected, 0, 0}, {ResetListener, 0, 0}, {ResetConnecting, 0, 0}, {ResetLeak, 0, 0}, {Refill, 65, 0}, {Flood, 12, 129},
 		}},
-		{in: "tq", err: `case 0 "tq": reset cases are tc, tl, ts and tr`},
+		{in: "tq", err: `case 0 "tq": reset cases are tc, tl, ts, tr and tv`},
 		{in: "l11", err: `case 0 "l11": linger must be 0 to 10 seconds`},
 		{in: "p0", err: `case 0 "p0": packets must be 1 to 200`},
 		{in: "f200x3732", err: `case 0 "f200x3732": want fNxR, N 1 to 200 packets of R 1 to 3732 bytes, N*R at most 4096`},
@@ -54,8 +54,8 @@ func TestParse(t *testing.T) {
 func TestSuiteIsFixedAndRoundTrips(t *testing.T) {
 	a, b := Suite(200), Suite(200)
 	require.Equal(t, a, b, "the drawn sizes come from a fixed seed")
-	require.Len(t, a, len(BoundarySizes)+200+4+2+21+7+6+2+4+4+3+3)
-	require.Equal(t, "o,u,x,l0,l1,k,tc,tl,ts,tr,p1,p64,p100,f30x1,f30x128,f12x129", Format(a[253:]))
+	require.Len(t, a, len(BoundarySizes)+200+4+2+21+7+6+2+4+5+3+3)
+	require.Equal(t, "o,u,x,l0,l1,k,tc,tl,ts,tr,tv,p1,p64,p100,f30x1,f30x128,f12x129", Format(a[253:]))
 	back, err := Parse(Format(a))
 	require.NoError(t, err)
 	require.Equal(t, a, back)

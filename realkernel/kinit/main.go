@@ -499,6 +499,18 @@ func (caseGuest) Dial(cid, port uint32, bufSize uint64) (conform.Conn, error) {
 	return dialVsock(cid, port, bufSize)
 }
 
+func (caseGuest) DialFrom(local, cid, port uint32) (conform.Conn, error) {
+	fd, err := boundVsock(local)
+	if err != nil {
+		return nil, err
+	}
+	if err := unix.Connect(fd, &unix.SockaddrVM{CID: cid, Port: port}); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("connect %d:%d: %w", cid, port, err)
+	}
+	return vsockConn{File: os.NewFile(uintptr(fd), "vsock"), fd: fd}, nil
+}
+
 func (caseGuest) Bind(port uint32) (io.Closer, error) {
 	fd, err := boundVsock(port)
 	if err != nil {
