@@ -87,6 +87,30 @@ func WithoutPosted(lines []string) []string {
 	return out
 }
 
+var rxRWLen = regexp.MustCompile(`^(rx RW \S+) len=(\d+) (.*)$`)
+
+// MergeRX joins consecutive RX RW packets of a connection whose other
+// fields agree into one, their lengths summed: where the host writes small
+// pieces some time apart, the device sends one packet per piece unless two
+// pieces reach it together, which wall time decides.
+func MergeRX(lines []string) []string {
+	var out []string
+	var prev []string // the last line's rxRWLen match, if it was one
+	for _, l := range lines {
+		m := rxRWLen.FindStringSubmatch(l)
+		if m != nil && prev != nil && m[1] == prev[1] && m[3] == prev[3] {
+			a, _ := strconv.Atoi(prev[2])
+			b, _ := strconv.Atoi(m[2])
+			prev[2] = strconv.Itoa(a + b)
+			out[len(out)-1] = prev[1] + " len=" + prev[2] + " " + prev[3]
+			continue
+		}
+		out = append(out, l)
+		prev = m
+	}
+	return out
+}
+
 // caseOf finds the port of the case a line belongs to.
 func caseOf(l string, inCase func(uint64) bool) (uint64, bool) {
 	if m := hostPort.FindStringSubmatch(l); m != nil {

@@ -54,8 +54,8 @@ func TestParse(t *testing.T) {
 func TestSuiteIsFixedAndRoundTrips(t *testing.T) {
 	a, b := Suite(200), Suite(200)
 	require.Equal(t, a, b, "the drawn sizes come from a fixed seed")
-	require.Len(t, a, len(BoundarySizes)+200+4+2+21+7+6+2+4+5+3+3)
-	require.Equal(t, "o,u,x,l0,l1,k,tc,tl,ts,tr,tv,p1,p64,p100,f30x1,f30x128,f12x129", Format(a[253:]))
+	require.Len(t, a, len(BoundarySizes)+200+4+2+21+7+6+2+4+5+2+3)
+	require.Equal(t, "o,u,x,l0,l1,k,tc,tl,ts,tr,tv,p1,p100,f30x1,f30x128,f12x129", Format(a[253:]))
 	back, err := Parse(Format(a))
 	require.NoError(t, err)
 	require.Equal(t, a, back)
@@ -110,6 +110,24 @@ func TestByCaseFollowsHostConnectsGroupsConnectionsAndSumsPostedBuffers(t *testi
 			"rx buffers posted: 65 x w3776",
 		},
 	}, got)
+}
+
+func TestMergeRXJoinsConsecutiveRXPacketsOfAConnection(t *testing.T) {
+	in := []string{
+		"rx RW 2:7000->3:G1 len=128 buf_alloc=65536 fwd_cnt=0",
+		"rx RW 2:7000->3:G1 len=256 buf_alloc=65536 fwd_cnt=0",
+		"rx RW 2:7000->3:G2 len=1 buf_alloc=65536 fwd_cnt=0",
+		"tx CREDIT_UPDATE 3:G1->2:7000 buf_alloc=4096 fwd_cnt=384 chain r44",
+		"rx RW 2:7000->3:G1 len=1 buf_alloc=65536 fwd_cnt=0",
+		"rx RW 2:7000->3:G1 len=1 buf_alloc=65536 fwd_cnt=5",
+	}
+	require.Equal(t, []string{
+		"rx RW 2:7000->3:G1 len=384 buf_alloc=65536 fwd_cnt=0",
+		"rx RW 2:7000->3:G2 len=1 buf_alloc=65536 fwd_cnt=0",
+		"tx CREDIT_UPDATE 3:G1->2:7000 buf_alloc=4096 fwd_cnt=384 chain r44",
+		"rx RW 2:7000->3:G1 len=1 buf_alloc=65536 fwd_cnt=0",
+		"rx RW 2:7000->3:G1 len=1 buf_alloc=65536 fwd_cnt=5",
+	}, MergeRX(in))
 }
 
 func pkt(src, dst uint32, op virtio.Op, fromGuest bool, payload string) replay.Packet {
