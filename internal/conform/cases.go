@@ -121,7 +121,7 @@ const (
 	ResetLive Kind = 'V'
 	// Refill: the guest resets the device first, so that its driver's
 	// receive ring is freshly filled, then connects twice, a data and a
-	// control connection. The host writes N single bytes, FloodGap apart,
+	// control connection. The host writes N single bytes, RefillGap apart,
 	// on the data connection, then one byte on the control connection;
 	// the guest reads the data only after that byte. Each host byte
 	// becomes one RX packet in its own receive buffer, and the device's
@@ -170,6 +170,12 @@ const FloodBuffer = 4096
 // and Flood cases, so that each reaches the device, and becomes a packet,
 // on its own.
 const FloodGap = 30 * time.Millisecond
+
+// RefillGap is FloodGap for Refill cases, longer: the driver refills after
+// the work run that finds fewer than half its buffers left, so the size
+// of the refill is how many packets that run took, one when each arrives
+// alone.
+const RefillGap = 50 * time.Millisecond
 
 // LiveHostPort is the host port a ResetLive guest connects to: the first
 // local port a Firecracker device gives a host CONNECT.
@@ -361,10 +367,11 @@ func Suite(n int) []Case {
 	cs = append(cs, Case{Kind: HostNoListener}, Case{Kind: HostBound})
 	cs = append(cs, Case{Kind: CloseFirst}, Case{Kind: Linger, N: 0}, Case{Kind: Linger, N: 1}, Case{Kind: ConnectTimeout})
 	cs = append(cs, Case{Kind: ResetConnected}, Case{Kind: ResetListener}, Case{Kind: ResetConnecting}, Case{Kind: ResetLeak}, Case{Kind: ResetLive})
-	// 100 single bytes use 100 buffers (a few fewer when some reach the
-	// device together): between the 65 that make the driver refill and
-	// the 129 that would make it refill twice.
-	for _, n := range []int{1, 100} {
+	// 70 single bytes and the two connections' RESPONSEs use 72 buffers
+	// (a few fewer when some bytes reach the device together): past the 65
+	// that make the driver refill, short of the 130 that would make it
+	// refill twice.
+	for _, n := range []int{1, 70} {
 		cs = append(cs, Case{Kind: Refill, N: n})
 	}
 	// 30 packets of up to 128 bytes merge into one skb; 12 of 129 bytes
@@ -823,7 +830,11 @@ func RunHost(c Case, port uint32, h Host) error {
 			if _, err := conn.Write(b); err != nil {
 				break // the guest reset the connection on an overrun
 			}
-			time.Sleep(FloodGap)
+			if c.Kind == Refill {
+				time.Sleep(RefillGap)
+			} else {
+				time.Sleep(FloodGap)
+			}
 		}
 		if _, err := ctl.Write([]byte{connectAccepted}); err != nil {
 			return fmt.Errorf("host: report: %w", err)
@@ -1012,7 +1023,7 @@ func (c Case) FreshRing() bool {
 }
 
 // TimedWrites says whether the host writes the case's data in pieces some
-// time apart (FloodGap): the device may see two together under load, so
+// time apart (FloodGap, RefillGap): the device may see two together under load, so
 // the comparison joins its consecutive RX packets (MergeRX).
 func (c Case) TimedWrites() bool { return c.Kind == Refill || c.Kind == Flood }
 
