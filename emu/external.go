@@ -77,6 +77,8 @@ func (w *World) StartRings(r Rings) error {
 		Features:       r.Features,
 		QueueInterrupt: r.Interrupt,
 		LogTXShapes:    true,
+		LogRXBuffers:   true,
+		BufAlloc:       w.cfg.DeviceBufAlloc,
 		OnPacket:       w.onPacket,
 	}
 	if w.Dev == nil {

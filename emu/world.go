@@ -38,6 +38,12 @@ type Config struct {
 	// device's packet log line, as the vhost-user back-end logs it, so
 	// that a lab run can be set beside a real guest's.
 	LogTXShapes bool
+	// LogRXBuffers makes the device log the receive buffers the guest
+	// posts, as the vhost-user back-end logs them (device.Config).
+	LogRXBuffers bool
+	// DeviceBufAlloc is the device's buffer per connection, the buf_alloc
+	// it advertises (device.Config.BufAlloc; 0: the profile's 64 KiB).
+	DeviceBufAlloc uint32
 }
 
 // DefaultUDSPath is where the device listens for host connections unless
@@ -193,7 +199,9 @@ func (w *World) deviceConfig() device.Config {
 		Interrupt: func() { w.Guest.Interrupt() },
 		OnPacket:  w.onPacket,
 
-		LogTXShapes: w.cfg.LogTXShapes,
+		LogTXShapes:  w.cfg.LogTXShapes,
+		LogRXBuffers: w.cfg.LogRXBuffers,
+		BufAlloc:     w.cfg.DeviceBufAlloc,
 	}
 }
 
@@ -300,6 +308,47 @@ func (w *World) ResetDevice() error {
 	}
 	if err := w.Guest.Probe(); err != nil {
 		return fmt.Errorf("device reset: %w", err)
+	}
+	return nil
+}
+
+// RestartDriver is the guest driver unbound and bound again (in the
+// guest's sysfs) under a VMM that, on the virtio reset this makes, stops
+// the device's rings and starts them again, as QEMU does with a vhost-user
+// back-end (GET_VRING_BASE, then the new rings): the guest removes its
+// driver (Linux net/vmw_vsock/virtio_transport.c, virtio_vsock_remove:
+// every connected socket reset by virtio_vsock_reset_sock, packets not
+// yet sent freed), the device stops as at a snapshot but posts no
+// TRANSPORT_RESET (the event queue is the VMM's: QEMU's
+// hw/virtio/vhost-vsock-common.c keeps it) and exits with its host
+// connections, a fresh device is built from what it saved (device.Restore:
+// a new muxer, local ports per profile) on rings that start at index 0,
+// and the driver probes again (virtio_vsock_probe: fresh rings, receive
+// and event buffers posted). This is what emu.World.StartRings and
+// StopRings do for an external guest; ResetDevice is the same unbind and
+// bind for a device that implements the virtio reset itself.
+func (w *World) RestartDriver() error {
+	switch {
+	case w.external:
+		return fmt.Errorf("driver restart: the guest is external (StopRings and StartRings restart its device)")
+	case w.suspended:
+		return fmt.Errorf("driver restart: the VM is suspended")
+	}
+	w.Eng.Logf(engine.KindWorld, "world", "driver restart: driver unbound, device rings stopped")
+	w.Guest.Remove()
+	snap, err := w.Dev.Stop()
+	if err != nil {
+		return fmt.Errorf("driver restart: %w", err)
+	}
+	snap.Queues = [3]virtio.QueueState{}
+	dev, err := device.Restore(w.Eng, w.devProf, w.deviceConfig(), snap)
+	if err != nil {
+		return fmt.Errorf("driver restart: %w", err)
+	}
+	w.Dev = dev
+	w.cycles++
+	if err := w.Guest.Probe(); err != nil {
+		return fmt.Errorf("driver restart: %w", err)
 	}
 	return nil
 }

@@ -925,3 +925,43 @@ func TestRXCompatibilityFollowsTheDeviceParser(t *testing.T) {
 		}
 	}
 }
+
+func TestWorldRestartDriverUnderAVMMThatStopsTheRings(t *testing.T) {
+	// As realkernel's TestConformance saw with Debian's 6.1.192 and
+	// 6.12.117 under QEMU and the vhost-user back-end (cases tc, tl, ts,
+	// tr): the driver's remove resets the connected socket, leaves the
+	// listener and a connecting socket alone, the device restarts with its
+	// ports from 2^30 (firecracker-1.14), and the host's REQUEST from
+	// 2^30 then hits the socket the reset left in TCP_CLOSE: RST.
+	w := newWorld(t, emu.Config{Device: "firecracker-1.14", Kernel: "linux-debian-6.12.117"})
+	l := guestListen(t, w, 1234)
+	hc, child, port := hostInitiated(t, w, l)
+	require.EqualValues(t, firstLocalPort, port)
+	connecting := w.Guest.Socket()
+	require.ErrorIs(t, w.Guest.Connect(connecting, 4, 1), syscall.EINPROGRESS)
+	w.Settle()
+	resetsBefore := w.Dev.Stats().ResetEvents
+
+	require.NoError(t, w.RestartDriver())
+	w.Settle()
+	_, eof, err := hostDrain(hc)
+	require.NoError(t, err)
+	require.True(t, eof, "the stopped device closed its host streams")
+	require.Equal(t, guest.StateClose, child.State())
+	require.Equal(t, syscall.ECONNRESET, child.Err())
+	require.Equal(t, 1, w.Guest.Leaked())
+	require.Equal(t, guest.StateListen, l.State())
+	require.Equal(t, guest.StateSynSent, connecting.State())
+	require.Zero(t, w.Dev.Stats().ResetEvents-resetsBefore, "no TRANSPORT_RESET: the event queue is the VMM's")
+
+	_, _, refused := hostDial(t, w, 1234)
+	require.True(t, refused, "the REQUEST from %d hits the leaked socket", firstLocalPort)
+	w.Guest.Close(child)
+	w.Settle()
+	_, child2, port := hostInitiated(t, w, l)
+	require.EqualValues(t, firstLocalPort+1, port)
+	require.Equal(t, guest.StateEstablished, child2.State())
+
+	w.RunFor(2 * time.Second)
+	require.Equal(t, syscall.ETIMEDOUT, connecting.Err(), "the connect still times out")
+}

@@ -27,6 +27,8 @@ type BackendConfig struct {
 	CID uint32
 	// Pcap, when set, records every packet there.
 	Pcap string
+	// BufAlloc is --buf-alloc, the device's buffer (0: the profile's).
+	BufAlloc uint32
 	// Log is the --log list of kinds (e.g. "packet,fault"; empty: the
 	// backend's default).
 	Log string
@@ -51,6 +53,9 @@ func BackendArgs(cfg BackendConfig) []string {
 	}
 	if cfg.Pcap != "" {
 		args = append(args, "--pcap", cfg.Pcap)
+	}
+	if cfg.BufAlloc != 0 {
+		args = append(args, "--buf-alloc", strconv.FormatUint(uint64(cfg.BufAlloc), 10))
 	}
 	if cfg.Log != "" {
 		args = append(args, "--log", cfg.Log)

@@ -33,6 +33,9 @@ type Config struct {
 	Device string
 	// CID is the guest's context ID, GET_CONFIG's guest_cid (default 3).
 	CID uint64
+	// BufAlloc is the device's buffer per connection, the buf_alloc it
+	// advertises (0: the profile's, 64 KiB; emu.Config.DeviceBufAlloc).
+	BufAlloc uint32
 	// Pcap, if set, receives a LINKTYPE_VSOCK capture of every packet.
 	Pcap io.Writer
 	// Log, if set, sees every event log record of the kinds in LogKinds
@@ -87,7 +90,7 @@ func Listen(cfg Config) (*Backend, error) {
 	if udsPath == "" {
 		udsPath = emu.DefaultUDSPath
 	}
-	w, err := emu.NewExternal(emu.Config{Device: cfg.Device, GuestCID: cfg.CID, UDSPath: udsPath})
+	w, err := emu.NewExternal(emu.Config{Device: cfg.Device, GuestCID: cfg.CID, UDSPath: udsPath, DeviceBufAlloc: cfg.BufAlloc})
 	if err != nil {
 		return nil, fmt.Errorf("vhost-user: %w", err)
 	}

@@ -321,6 +321,25 @@ func (q *DeviceQueue) Pop() (c Chain, ok bool, err error) {
 	return c, true, err
 }
 
+// Peek walks the i-th chain the driver has made available and the device
+// has not popped yet (0 is the one Pop takes next) without taking it, so
+// that a device can see what buffers it has been given. As with Pop, the
+// Chain is valid until the next Pop or Peek.
+func (q *DeviceQueue) Peek(i int) (Chain, error) {
+	n, err := q.Pending()
+	if err != nil {
+		return Chain{}, err
+	}
+	if i < 0 || i >= n {
+		return Chain{}, fmt.Errorf("virtio: peek at chain %d of %d available", i, n)
+	}
+	head, err := loadU16(q.mem, &q.ring, q.l.Avail+4+2*uint64((q.lastAvail+uint16(i))%q.l.Size))
+	if err != nil {
+		return Chain{}, err
+	}
+	return q.walk(head)
+}
+
 // HeadValid reports whether head names a descriptor of this queue and can
 // therefore be given back with Push.
 func (q *DeviceQueue) HeadValid(head uint16) bool { return head < q.l.Size }

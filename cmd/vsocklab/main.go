@@ -51,7 +51,7 @@ func usage() {
   vsocklab diff [--a SETTING]... [--b SETTING]... [--context N] FILE[:SCENARIO]
   vsocklab new [--kind wedge|resume|stream] [--force] FILE
   vsocklab serve --uds PATH [--device NAME] [--kernel NAME] [--workload SPEC] [--log KINDS]   (serve --help for signals)
-  vsocklab vhost-user --socket PATH --uds PATH [--device NAME] [--cid N] [--pcap FILE] [--log KINDS]
+  vsocklab vhost-user --socket PATH --uds PATH [--device NAME] [--cid N] [--buf-alloc BYTES] [--pcap FILE] [--log KINDS]
   vsocklab profiles
   vsocklab capdiff [--per-connection] A.pcap B.pcap
 `)

@@ -9,6 +9,7 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/vsocklab/vsocklab/emu/device"
 	"github.com/vsocklab/vsocklab/emu/engine"
 	"github.com/vsocklab/vsocklab/vhostuser"
 )
@@ -24,12 +25,17 @@ func vhostUserMain(args []string) int {
 	dev := fs.String("device", "firecracker-1.14", "device profile (vsocklab profiles lists them)")
 	cid := fs.Uint64("cid", 3, "guest CID, reported in the device's config space")
 	pcapPath := fs.String("pcap", "", "write a LINKTYPE_VSOCK capture of every packet to FILE")
+	bufAlloc := fs.Uint("buf-alloc", 0, "the device's buffer per connection, the buf_alloc it advertises, in bytes (0: the profile's 65536; 4096 to 1073741824)")
 	logKinds := fs.String("log", "", "print event log records of these kinds to standard error as they happen (packet,conn,credit,host,fault,world,... or all; world and fault are always printed)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
 	if *socket == "" || *udsPath == "" {
 		fmt.Fprintln(os.Stderr, "vsocklab vhost-user: --socket and --uds are required")
+		return 2
+	}
+	if *bufAlloc != 0 && (*bufAlloc < device.MinBufAlloc || *bufAlloc > device.MaxBufAlloc) {
+		fmt.Fprintf(os.Stderr, "vsocklab vhost-user: --buf-alloc %d: must be 0 or %d to %d\n", *bufAlloc, device.MinBufAlloc, device.MaxBufAlloc)
 		return 2
 	}
 	kinds := engine.KindWorld | engine.KindFault
@@ -42,7 +48,7 @@ func vhostUserMain(args []string) int {
 		kinds |= k
 	}
 	cfg := vhostuser.Config{
-		Socket: *socket, UDS: *udsPath, Device: *dev, CID: *cid, LogKinds: kinds,
+		Socket: *socket, UDS: *udsPath, Device: *dev, CID: *cid, BufAlloc: uint32(*bufAlloc), LogKinds: kinds,
 		Log: func(r engine.Record) { fmt.Fprintln(os.Stderr, r.String()) },
 	}
 	var pcapFile *os.File

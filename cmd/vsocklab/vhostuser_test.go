@@ -119,5 +119,10 @@ func TestVhostUserCommand(t *testing.T) {
 		cmd.Stderr = &stderr
 		require.Error(t, cmd.Run())
 		require.Contains(t, stderr.String(), "nope")
+		cmd = exec.Command(bin, "vhost-user", "--socket", filepath.Join(dir, "x.sock"), "--uds", filepath.Join(dir, "y.sock"), "--buf-alloc", "100")
+		stderr.Reset()
+		cmd.Stderr = &stderr
+		require.Error(t, cmd.Run())
+		require.Contains(t, stderr.String(), "--buf-alloc 100: must be 0 or 4096 to 1073741824")
 	})
 }

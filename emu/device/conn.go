@@ -106,7 +106,7 @@ func (c *conn) peerAvailCredit() uint32 { return c.peerBufAlloc - (c.rxCnt - c.p
 // threshold, i.e. more than 61,440 bytes forwarded since the last report
 // with Firecracker's constants (docs/sources.md#fc-credit-update).
 func (c *conn) peerNeedsCreditUpdate() bool {
-	return txBufSize-(c.fwdCnt-c.lastFwdCntToPeer) < c.d.prof.CreditUpdateThreshold
+	return c.d.bufAlloc-(c.fwdCnt-c.lastFwdCntToPeer) < c.d.prof.CreditUpdateThreshold
 }
 
 // wantsIn is EPOLLIN interest (FC get_polled_evset; docs/sources.md#fc-polled-evset).

@@ -18,7 +18,7 @@ func (c *conn) recvPkt(b *rxBuffer, h *virtio.Header) bool {
 	*h = virtio.Header{
 		SrcCID: virtio.CIDHost, DstCID: d.cfg.GuestCID,
 		SrcPort: c.key.local, DstPort: c.key.peer,
-		Type: virtio.TypeStream, BufAlloc: txBufSize, FwdCnt: c.fwdCnt,
+		Type: virtio.TypeStream, BufAlloc: c.d.bufAlloc, FwdCnt: c.fwdCnt,
 	}
 	if c.pending&pendRst != 0 {
 		c.pending &^= pendRst

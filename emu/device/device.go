@@ -51,6 +51,18 @@ type Config struct {
 	// lines always have it. A real driver's layout is what a vhost-user run
 	// is there to show.
 	LogTXShapes bool
+	// LogRXBuffers logs the receive buffers the driver has posted since the
+	// device last looked at the RX ring, whenever it is about to fill
+	// buffers: "rx buffers posted: 65 x w3776", one line per run of equal
+	// chain shapes. A device that only logs the packets it writes cannot
+	// show how many buffers a driver posts, and when it refills.
+	LogRXBuffers bool
+	// BufAlloc is the device's buffer per connection: the buf_alloc it
+	// advertises on every packet, what its credit updates are counted
+	// against, and its TX buffer's capacity (Firecracker's
+	// CONN_TX_BUF_SIZE, a constant there). 0 keeps TxBufSize; otherwise
+	// it must lie in [MinBufAlloc, MaxBufAlloc].
+	BufAlloc uint32
 	// OnPacket, if set, sees every packet the device accepts from TX and
 	// every packet it writes to RX. payload is valid only during the call.
 	OnPacket func(dir Dir, h *virtio.Header, payload []byte)
@@ -68,15 +80,22 @@ type Device struct {
 	cfg  Config
 	mem  virtio.Memory
 	mux  *muxer
-	q    [3]*vq
+
+	bufAlloc uint32 // Config.BufAlloc, or TxBufSize
+	q        [3]*vq
 
 	gate   bool // RX held until the guest acknowledges a reset (pending_event_ack)
 	halted bool // the worker panicked (CH, vhost-device-vsock)
 	dead   bool // the process exited (after Snapshot)
 
 	kickRX, kickTX, kickEV bool
-	scheduled, inRun       bool
-	runFn                  func()
+
+	// rxSeen is the RX ring's available index up to which LogRXBuffers
+	// has logged the buffers; rxSeenSet is false until the first look.
+	rxSeen           uint16
+	rxSeenSet        bool
+	scheduled, inRun bool
+	runFn            func()
 
 	tx      txPacket
 	rx      rxBuffer
@@ -102,7 +121,13 @@ func New(eng *engine.Engine, p Profile, cfg Config) (*Device, error) {
 	if eng == nil || cfg.Mem == nil || cfg.Host == nil {
 		return nil, errors.New("device: engine, memory and host namespace are required")
 	}
-	d := &Device{eng: eng, prof: p, cfg: cfg, mem: cfg.Mem}
+	d := &Device{eng: eng, prof: p, cfg: cfg, mem: cfg.Mem, bufAlloc: txBufSize}
+	if cfg.BufAlloc != 0 {
+		if cfg.BufAlloc < MinBufAlloc || cfg.BufAlloc > MaxBufAlloc {
+			return nil, fmt.Errorf("device: buf_alloc %d outside [%d, %d]", cfg.BufAlloc, MinBufAlloc, MaxBufAlloc)
+		}
+		d.bufAlloc = cfg.BufAlloc
+	}
 	if err := d.newQueues(); err != nil {
 		return nil, err
 	}

@@ -161,6 +161,17 @@ func (m *muxer) addConnection(c *conn) error {
 	if c.pending != 0 {
 		m.rxq.push(rxEntry{key: c.key})
 	}
+	if old := m.conns[c.key]; old != nil {
+		// conn_map.insert replaces a connection with the same key and
+		// drops it: its host stream closes, the guest hears nothing
+		// (FC@v1.14.0 unix/muxer.rs add_connection). A host CONNECT whose
+		// new local port is the host port of a guest-initiated
+		// connection gets there: the allocator does not know that port.
+		old.removed = true
+		old.stream.OnReady = nil
+		old.stream.Close()
+		d.logf(engine.KindFault, "vsock: conn %d<->%d replaced by a new %s connection with the same key; the old one dropped", c.key.local, c.key.peer, c.stateName())
+	}
 	m.conns[c.key] = c
 	d.stats.ConnsAdded++
 	if d.eng.Log.Enabled(engine.KindConn) {

@@ -55,6 +55,7 @@ func (m *muxer) handleLocal(ls *localStream) {
 	c := &conn{
 		d: d, key: connKey{localPort, peerPort}, stream: ls.s,
 		state: stateLocalInit, pending: pendRequest,
+		txb: txBuf{size: d.bufAlloc},
 	}
 	if err := m.addConnection(c); err != nil {
 		// The port stays marked used (FC allocates before adding; derived).
@@ -81,6 +82,7 @@ func (m *muxer) handlePeerRequest(h *virtio.Header) {
 		d: d, key: connKey{h.DstPort, h.SrcPort}, stream: s,
 		state: statePeerInit, pending: pendResponse,
 		peerBufAlloc: h.BufAlloc, // the REQUEST's fwd_cnt is ignored
+		txb:          txBuf{size: d.bufAlloc},
 	}
 	if err := m.addConnection(c); err != nil {
 		d.stats.HostConnectsRefused++

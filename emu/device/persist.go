@@ -37,32 +37,55 @@ func (d *Device) Snapshot() (Snapshot, error) {
 	if d.dead {
 		return Snapshot{}, errors.New("device: snapshot of a device that already exited")
 	}
-	s := Snapshot{Profile: d.prof.Name, GuestCID: d.cfg.GuestCID, UDSPath: d.cfg.UDSPath, Features: d.cfg.Features}
-	capture := func() {
-		for i, q := range d.q {
-			if q != nil {
-				s.Queues[i] = q.q.State()
-			}
-		}
-		if d.prof.Ports == PortsPersisted {
-			s.LocalPortLast, s.PortsSaved = d.mux.ports.last, true
-		}
-		if d.prof.RXGate == RXGatePersisted {
-			s.RXGate, s.RXGateSaved = d.gate, true
-		}
-	}
+	var s Snapshot
 	switch d.prof.Reset {
 	case ResetBeforeSave:
-		s.ResetPosted = d.postReset()
-		capture()
+		posted := d.postReset()
+		s = d.capture()
+		s.ResetPosted = posted
 	case ResetAfterSave:
-		capture()
+		s = d.capture()
 		s.ResetPosted = d.postReset()
 	default:
-		capture()
+		s = d.capture()
 	}
 	d.exit()
 	return s, nil
+}
+
+// Stop is the device's rings stopped by its VMM on a virtio reset (a
+// vhost-user back-end's GET_VRING_BASE): the state is captured as
+// Snapshot captures it, but no TRANSPORT_RESET is posted whatever the
+// profile (the VMM resets the device; it does not snapshot it), and the
+// device exits with every host connection. Restore builds the device that
+// serves the next rings.
+func (d *Device) Stop() (Snapshot, error) {
+	if d.dead {
+		return Snapshot{}, errors.New("device: stop of a device that already exited")
+	}
+	s := d.capture()
+	s.RXGate, s.RXGateSaved = false, false // the reset drops a pending ack
+	d.logf(engine.KindWorld, "rings stopped by the VMM: no transport reset posted")
+	d.exit()
+	return s, nil
+}
+
+// capture is the state a snapshot saves: the rings' positions and, per
+// profile, the port allocator and the RX gate.
+func (d *Device) capture() Snapshot {
+	s := Snapshot{Profile: d.prof.Name, GuestCID: d.cfg.GuestCID, UDSPath: d.cfg.UDSPath, Features: d.cfg.Features}
+	for i, q := range d.q {
+		if q != nil {
+			s.Queues[i] = q.q.State()
+		}
+	}
+	if d.prof.Ports == PortsPersisted {
+		s.LocalPortLast, s.PortsSaved = d.mux.ports.last, true
+	}
+	if d.prof.RXGate == RXGatePersisted {
+		s.RXGate, s.RXGateSaved = d.gate, true
+	}
+	return s
 }
 
 // postReset is send_transport_reset_event (FC@v1.16.1 device.rs): pop one
@@ -219,6 +242,7 @@ func (d *Device) Reset() error {
 		return fmt.Errorf("device: reset: %w", err)
 	}
 	d.kickRX, d.kickTX, d.kickEV = false, false, false
+	d.rxSeenSet = false
 	d.stats.Resets++
 	d.logf(engine.KindWorld, "device reset: %d connections dropped, local_port_last = %d", dropped, m.ports.last)
 	return nil
@@ -238,5 +262,8 @@ func (d *Device) SetQueueState(queue int, s virtio.QueueState) error {
 		return fmt.Errorf("device: %s queue: %d chains in flight exceed the queue size", q.name, s.LastAvail-s.UsedIdx)
 	}
 	q.q.SetState(s)
+	if queue == virtio.QueueRX {
+		d.rxSeenSet = false
+	}
 	return nil
 }

@@ -1,6 +1,8 @@
 package device
 
 import (
+	"strconv"
+
 	"github.com/vsocklab/vsocklab/emu/engine"
 	"github.com/vsocklab/vsocklab/virtio"
 )
@@ -113,6 +115,9 @@ func (d *Device) acceptTX(p *txPacket, v *chainView) {
 // (FC@v1.16.1 device.rs process_rx; docs/sources.md#fc-process-rx). A buffer the muxer has no
 // packet for goes back to the available ring.
 func (d *Device) processRX() {
+	if d.cfg.LogRXBuffers {
+		d.logRXPosted()
+	}
 	if d.gate {
 		d.stats.RXGateHeld++
 		return
@@ -202,4 +207,42 @@ func (d *Device) leak(q *vq, head uint16, why string) {
 	if d.eng.Log.Enabled(engine.KindFault) {
 		d.logf(engine.KindFault, "%s chain %d leaked: %s", q.name, head, why)
 	}
+}
+
+// logRXPosted logs the receive buffers made available since the last look
+// (Config.LogRXBuffers), by chain shape, without taking them.
+func (d *Device) logRXPosted() {
+	q := d.q[virtio.QueueRX]
+	n, err := q.q.Pending()
+	if err != nil {
+		return
+	}
+	last := q.q.State().LastAvail
+	if !d.rxSeenSet {
+		d.rxSeen, d.rxSeenSet = last, true
+	}
+	avail := last + uint16(n)
+	from := int(d.rxSeen - last)
+	d.rxSeen = avail
+	if from >= n {
+		return // nothing new (or the driver moved its index back)
+	}
+	shape, count := "", 0
+	flush := func() {
+		if count > 0 && d.eng.Log.Enabled(engine.KindPacket) {
+			d.eng.Log.Add(d.eng.Now(), engine.KindPacket, comp, "rx buffers posted: "+strconv.Itoa(count)+" x "+shape)
+		}
+	}
+	for i := from; i < n; i++ {
+		s := "unreadable"
+		if c, err := q.q.Peek(i); err == nil {
+			s = c.Shape()
+		}
+		if s != shape {
+			flush()
+			shape, count = s, 0
+		}
+		count++
+	}
+	flush()
 }

@@ -9,6 +9,12 @@ const TxBufSize = 64 * 1024
 
 const txBufSize = TxBufSize // the package's short name for it
 
+// The range of Config.BufAlloc: at least a page, at most 1 GiB.
+const (
+	MinBufAlloc = 4096
+	MaxBufAlloc = 1 << 30
+)
+
 var errTxBufFull = errors.New("TxBufFull")
 
 // txBuf is the per-connection ring that holds guest data the host stream
@@ -17,23 +23,32 @@ var errTxBufFull = errors.New("TxBufFull")
 type txBuf struct {
 	data       []byte
 	head, tail uint32
+	size       uint32 // capacity; 0 is txBufSize
+}
+
+func (b *txBuf) capacity() int {
+	if b.size == 0 {
+		return txBufSize
+	}
+	return int(b.size)
 }
 
 func (b *txBuf) len() int        { return int(b.head - b.tail) }
 func (b *txBuf) empty() bool     { return b.head == b.tail }
-func (b *txBuf) free() int       { return txBufSize - b.len() }
+func (b *txBuf) free() int       { return b.capacity() - b.len() }
 func (b *txBuf) clear()          { b.data, b.head, b.tail = nil, 0, 0 }
 func (b *txBuf) allocated() bool { return b.data != nil }
 
 // push stores all of p or nothing (TxBufFull).
 func (b *txBuf) push(p []byte) error {
-	if b.len()+len(p) > txBufSize {
+	size := b.capacity()
+	if b.len()+len(p) > size {
 		return errTxBufFull
 	}
 	if b.data == nil {
-		b.data = make([]byte, txBufSize)
+		b.data = make([]byte, size)
 	}
-	off := int(b.head % txBufSize)
+	off := int(b.head % uint32(size))
 	n := copy(b.data[off:], p)
 	copy(b.data, p[n:])
 	b.head += uint32(len(p))
@@ -48,8 +63,9 @@ func (b *txBuf) flushTo(write func([]byte) (int, error)) (int, error) {
 	if b.empty() {
 		return 0, nil
 	}
-	off := int(b.tail % txBufSize)
-	first := min(txBufSize-off, b.len())
+	size := b.capacity()
+	off := int(b.tail % uint32(size))
+	first := min(size-off, b.len())
 	n, err := write(b.data[off : off+first])
 	if err != nil {
 		return 0, err

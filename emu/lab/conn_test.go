@@ -97,6 +97,25 @@ var connScenarios = []connScenario{
 		require.Equal(t, 3000, <-got)
 		c.Close()
 	}},
+	{"SO_LINGER is taken on the guest side and fails on the host side; a lingering Close still returns at once", func(t *testing.T, l *Lab) {
+		done := make(chan time.Duration, 1)
+		guestAccept(t, l, 5000, func(c net.Conn) {
+			gc := c.(*Conn)
+			require.NoError(t, gc.SetLinger(time.Second))
+			_, err := c.Write([]byte("x"))
+			require.NoError(t, err)
+			start := time.Now()
+			require.NoError(t, c.Close())
+			done <- time.Since(start)
+		})
+		c, _ := hybridDial(t, l, 5000)
+		require.ErrorIs(t, c.(*Conn).SetLinger(time.Second), syscall.ENOPROTOOPT)
+		b, err := io.ReadAll(c)
+		require.NoError(t, err)
+		require.Equal(t, "x", string(b))
+		require.Zero(t, <-done)
+		c.Close()
+	}},
 	{"peer close gives EOF", func(t *testing.T, l *Lab) {
 		got := make(chan error, 1)
 		guestAccept(t, l, 5000, func(c net.Conn) {

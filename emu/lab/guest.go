@@ -399,6 +399,17 @@ func (c *Conn) SetRcvlowat(n int) error {
 	return c.sockopt("SO_RCVLOWAT", func(k *guest.Kernel, s *guest.Socket) error { return k.SetRcvlowat(s, n) })
 }
 
+// SetLinger is setsockopt(SO_LINGER) on a guest connection, on for d. It
+// changes no packet: a real close(2) then waits for the peer's RST, up
+// to d, while the lab's Close returns at once as always (guest.Kernel
+// SetLinger). On a host connection it fails with ENOPROTOOPT.
+func (c *Conn) SetLinger(d time.Duration) error {
+	return c.sockopt("SO_LINGER", func(k *guest.Kernel, s *guest.Socket) error {
+		k.SetLinger(s, true, d)
+		return nil
+	})
+}
+
 // sockopt applies a socket option to the guest socket under c, in order with
 // the world's other operations.
 func (c *Conn) sockopt(name string, set func(*guest.Kernel, *guest.Socket) error) error {

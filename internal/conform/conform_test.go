@@ -20,7 +20,17 @@ func TestParse(t *testing.T) {
 		{in: "w0", err: `case 0 "w0": size must be 1 to 65536`},
 		{in: "w1,w65537", err: `case 1 "w65537": size must be 1 to 65536`},
 		{in: "n5", err: `case 0 "n5": n takes no size`},
-		{in: "x1", err: `case 0 "x1": unknown kind 'x' (w, h, n, r, b, c)`},
+		{in: "y1", err: `case 0 "y1": unknown kind 'y' (w, h, n, r, b, c, o, u, x, l, k, t, p, f, a)`},
+		{in: "a262144,a1048577", err: `case 1 "a1048577": write must be 1 to 1048576 bytes`},
+		{in: "x1", err: `case 0 "x1": x takes no size`},
+		{in: "o,u,x,l0,l1,k,tc,tl,ts,tr,p65,f12x129", want: []Case{
+			{HostNoListener, 0, 0}, {HostBound, 0, 0}, {CloseFirst, 0, 0}, {Linger, 0, 0}, {Linger, 1, 0}, {ConnectTimeout, 0, 0},
+			{ResetConnected, 0, 0}, {ResetListener, 0, 0}, {ResetConnecting, 0, 0}, {ResetLeak, 0, 0}, {Refill, 65, 0}, {Flood, 12, 129},
+		}},
+		{in: "tq", err: `case 0 "tq": reset cases are tc, tl, ts, tr and tv`},
+		{in: "l11", err: `case 0 "l11": linger must be 0 to 10 seconds`},
+		{in: "p0", err: `case 0 "p0": packets must be 1 to 200`},
+		{in: "f200x3732", err: `case 0 "f200x3732": want fNxR, N 1 to 200 packets of R 1 to 3732 bytes, N*R at most 4096`},
 		{in: "r100x7,b262144", want: []Case{{Read, 100, 7}, {BufferSize, 262144, 0}}},
 		{in: "r100", err: `case 0 "r100": want rNxR, N and R 1 to 65536`},
 		{in: "r1x0", err: `case 0 "r1x0": want rNxR, N and R 1 to 65536`},
@@ -44,7 +54,8 @@ func TestParse(t *testing.T) {
 func TestSuiteIsFixedAndRoundTrips(t *testing.T) {
 	a, b := Suite(200), Suite(200)
 	require.Equal(t, a, b, "the drawn sizes come from a fixed seed")
-	require.Len(t, a, len(BoundarySizes)+200+4+2+21+7+6)
+	require.Len(t, a, len(BoundarySizes)+200+4+2+21+7+6+2+4+5+2+3)
+	require.Equal(t, "o,u,x,l0,l1,k,tc,tl,ts,tr,tv,p1,p70,f30x1,f30x128,f12x129", Format(a[253:]))
 	back, err := Parse(Format(a))
 	require.NoError(t, err)
 	require.Equal(t, a, back)
@@ -63,13 +74,60 @@ func TestByCaseSplitsByHostPortAndHidesTheGuestPort(t *testing.T) {
 		"      1.300000000 device  tx REQUEST 3:99->2:5000 buf_alloc=262144 fwd_cnt=0 chain r44",
 		"      1.400000000 guest   something else",
 	}
-	got := ByCase(Packets(log), 7000, 2)
+	start, got := ByCase(Packets(log), 7000, 2)
+	require.Empty(t, start)
 	require.Equal(t, [][]string{
-		{"tx REQUEST 3:G->2:7000 buf_alloc=262144 fwd_cnt=0 chain r44"},
-		{"tx REQUEST 3:G->2:7001 buf_alloc=262144 fwd_cnt=0 chain r44", "rx RESPONSE 2:7001->3:G buf_alloc=65536 fwd_cnt=0"},
+		{"tx REQUEST 3:G1->2:7000 buf_alloc=262144 fwd_cnt=0 chain r44"},
+		{"tx REQUEST 3:G1->2:7001 buf_alloc=262144 fwd_cnt=0 chain r44", "rx RESPONSE 2:7001->3:G1 buf_alloc=65536 fwd_cnt=0"},
 	}, got)
 	require.Empty(t, Diff(got[0], got[0]))
-	require.Equal(t, `packet 1: model "rx RESPONSE 2:7001->3:G buf_alloc=65536 fwd_cnt=0", real "(none)"`, Diff(got[1], got[1][:1]))
+	require.Equal(t, `packet 1: model "rx RESPONSE 2:7001->3:G1 buf_alloc=65536 fwd_cnt=0", real "(none)"`, Diff(got[1], got[1][:1]))
+}
+
+func TestByCaseFollowsHostConnectsGroupsConnectionsAndSumsPostedBuffers(t *testing.T) {
+	log := []string{
+		"      0.1 device  rx buffers posted: 100 x w3776",
+		"      0.2 device  rx buffers posted: 28 x w3776",
+		"      1.0 device  tx REQUEST 3:5555->2:7001 buf_alloc=262144 fwd_cnt=0 chain r44",
+		"      1.1 device  rx RESPONSE 2:7001->3:5555 buf_alloc=65536 fwd_cnt=0",
+		"      1.2 device  rx REQUEST 2:1073741824->3:7001 buf_alloc=65536 fwd_cnt=0",
+		"      1.3 device  rx RW 2:7001->3:5555 len=1 buf_alloc=65536 fwd_cnt=0",
+		"      1.4 device  tx RST 3:7001->2:1073741824 buf_alloc=0 fwd_cnt=0 chain r44",
+		"      1.5 device  rx buffers posted: 65 x w3776",
+		"      1.6 device  tx REQUEST 3:6666->4:7000 buf_alloc=262144 fwd_cnt=0 chain r44",
+		"      1.7 device  rx buffers posted: 1 x w3776",
+	}
+	start, got := ByCase(Packets(log), 7000, 2)
+	require.Equal(t, []string{"rx buffers posted: 128 x w3776"}, start)
+	require.Equal(t, [][]string{
+		{"tx REQUEST 3:G1->4:G2 buf_alloc=262144 fwd_cnt=0 chain r44", "rx buffers posted: 1 x w3776"},
+		{
+			"tx REQUEST 3:G1->2:7001 buf_alloc=262144 fwd_cnt=0 chain r44",
+			"rx RESPONSE 2:7001->3:G1 buf_alloc=65536 fwd_cnt=0",
+			"rx RW 2:7001->3:G1 len=1 buf_alloc=65536 fwd_cnt=0",
+			"rx REQUEST 2:1073741824->3:G2 buf_alloc=65536 fwd_cnt=0",
+			"tx RST 3:G2->2:1073741824 buf_alloc=0 fwd_cnt=0 chain r44",
+			"rx buffers posted: 65 x w3776",
+		},
+	}, got)
+}
+
+func TestMergeRXJoinsConsecutiveRXPacketsOfAConnection(t *testing.T) {
+	in := []string{
+		"rx RW 2:7000->3:G1 len=128 buf_alloc=65536 fwd_cnt=0",
+		"rx RW 2:7000->3:G1 len=256 buf_alloc=65536 fwd_cnt=0",
+		"rx RW 2:7000->3:G2 len=1 buf_alloc=65536 fwd_cnt=0",
+		"tx CREDIT_UPDATE 3:G1->2:7000 buf_alloc=4096 fwd_cnt=384 chain r44",
+		"rx RW 2:7000->3:G1 len=1 buf_alloc=65536 fwd_cnt=0",
+		"rx RW 2:7000->3:G1 len=1 buf_alloc=65536 fwd_cnt=5",
+	}
+	require.Equal(t, []string{
+		"rx RW 2:7000->3:G1 len=384 buf_alloc=65536 fwd_cnt=0",
+		"rx RW 2:7000->3:G2 len=1 buf_alloc=65536 fwd_cnt=0",
+		"tx CREDIT_UPDATE 3:G1->2:7000 buf_alloc=4096 fwd_cnt=384 chain r44",
+		"rx RW 2:7000->3:G1 len=1 buf_alloc=65536 fwd_cnt=0",
+		"rx RW 2:7000->3:G1 len=1 buf_alloc=65536 fwd_cnt=5",
+	}, MergeRX(in))
 }
 
 func pkt(src, dst uint32, op virtio.Op, fromGuest bool, payload string) replay.Packet {

@@ -13,7 +13,7 @@
 //	kinit stream --port N --total N --size N           a probe: connect to the host (CID 2) and send N bytes
 //	kinit probe --port N --sizes N,N,... --read N --read-size N
 //	                                                   a conformance probe: one write per size, then reads
-//	kinit cases --base N --cases w1,h4096,n,...       conformance cases (package internal/conform), case i on host port base+i
+//	kinit cases --base N --cases w1,h4096,n,...       conformance cases (package internal/conform), case i on port base+i
 //	kinit idle                                         a workload that runs and writes nothing
 //
 // Console commands, one a line:
@@ -427,8 +427,7 @@ func casesCmd(args []string) int {
 		return 2
 	}
 	for i, c := range cs {
-		port := uint32(*base) + uint32(i)
-		err := conform.RunGuest(c, func() (conform.Conn, error) { return dialHost(port) })
+		err := conform.RunGuest(c, uint32(*base)+uint32(i), caseGuest{})
 		fmt.Printf("kinit: case %d %s: %s\n", i, c, errString(err))
 		time.Sleep(*pause)
 	}
@@ -453,15 +452,96 @@ func (c vsockConn) SetBufferSize(n uint64) error {
 	return unix.SetsockoptUint64(c.fd, unix.AF_VSOCK, unix.SO_VM_SOCKETS_BUFFER_SIZE, n)
 }
 
+func (c vsockConn) SetLinger(sec int) error {
+	return unix.SetsockoptLinger(c.fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: int32(sec)})
+}
+
 // dialHost connects an AF_VSOCK stream socket to the host's port.
-func dialHost(port uint32) (vsockConn, error) {
+func dialHost(port uint32) (vsockConn, error) { return dialVsock(unix.VMADDR_CID_HOST, port, 0) }
+
+// dialVsock connects an AF_VSOCK stream socket to (cid, port), with
+// SO_VM_SOCKETS_BUFFER_SIZE set to bufSize first unless it is 0.
+func dialVsock(cid, port uint32, bufSize uint64) (vsockConn, error) {
 	fd, err := unix.Socket(unix.AF_VSOCK, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return vsockConn{}, fmt.Errorf("socket: %w", err)
 	}
-	if err := unix.Connect(fd, &unix.SockaddrVM{CID: unix.VMADDR_CID_HOST, Port: port}); err != nil {
+	if bufSize != 0 {
+		if err := unix.SetsockoptUint64(fd, unix.AF_VSOCK, unix.SO_VM_SOCKETS_BUFFER_SIZE, bufSize); err != nil {
+			unix.Close(fd)
+			return vsockConn{}, fmt.Errorf("SO_VM_SOCKETS_BUFFER_SIZE %d: %w", bufSize, err)
+		}
+	}
+	if err := unix.Connect(fd, &unix.SockaddrVM{CID: cid, Port: port}); err != nil {
 		unix.Close(fd)
-		return vsockConn{}, fmt.Errorf("connect 2:%d: %w", port, err)
+		return vsockConn{}, fmt.Errorf("connect %d:%d: %w", cid, port, err)
 	}
 	return vsockConn{File: os.NewFile(uintptr(fd), "vsock"), fd: fd}, nil
 }
+
+// boundVsock is an AF_VSOCK stream socket bound to a port of any CID.
+func boundVsock(port uint32) (int, error) {
+	fd, err := unix.Socket(unix.AF_VSOCK, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return -1, fmt.Errorf("socket: %w", err)
+	}
+	if err := unix.Bind(fd, &unix.SockaddrVM{CID: unix.VMADDR_CID_ANY, Port: port}); err != nil {
+		unix.Close(fd)
+		return -1, fmt.Errorf("bind %d: %w", port, err)
+	}
+	return fd, nil
+}
+
+// caseGuest is the real guest as the conformance cases use it.
+type caseGuest struct{}
+
+func (caseGuest) Dial(cid, port uint32, bufSize uint64) (conform.Conn, error) {
+	return dialVsock(cid, port, bufSize)
+}
+
+func (caseGuest) DialFrom(local, cid, port uint32) (conform.Conn, error) {
+	fd, err := boundVsock(local)
+	if err != nil {
+		return nil, err
+	}
+	if err := unix.Connect(fd, &unix.SockaddrVM{CID: cid, Port: port}); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("connect %d:%d: %w", cid, port, err)
+	}
+	return vsockConn{File: os.NewFile(uintptr(fd), "vsock"), fd: fd}, nil
+}
+
+func (caseGuest) Bind(port uint32) (io.Closer, error) {
+	fd, err := boundVsock(port)
+	if err != nil {
+		return nil, err
+	}
+	return os.NewFile(uintptr(fd), "vsock"), nil
+}
+
+func (caseGuest) Listen(port uint32) (conform.Listener, error) {
+	fd, err := boundVsock(port)
+	if err != nil {
+		return nil, err
+	}
+	if err := unix.Listen(fd, 16); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("listen %d: %w", port, err)
+	}
+	return vsockListener{fd}, nil
+}
+
+func (caseGuest) ResetDevice() error { return resetVsockDevice() }
+
+// vsockListener is a listening AF_VSOCK stream socket.
+type vsockListener struct{ fd int }
+
+func (l vsockListener) Accept() (conform.Conn, error) {
+	nfd, _, err := unix.Accept4(l.fd, unix.SOCK_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("accept: %w", err)
+	}
+	return vsockConn{File: os.NewFile(uintptr(nfd), "vsock"), fd: nfd}, nil
+}
+
+func (l vsockListener) Close() error { return unix.Close(l.fd) }
