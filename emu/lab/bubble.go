@@ -30,8 +30,9 @@ import (
 //     hashicorp/yamux v0.1.2 keeps timers in a package-level sync.Pool, so
 //     two bubbles using yamux at once would trade timers, and touching
 //     another bubble's timer is a fatal error.
-//   - Pools drained before and after each bubble (drainPools, two forced
-//     GCs): for the same reason across bubbles that follow each other.
+//   - A fresh yamux timer pool before and after each bubble
+//     (freshYamuxTimerPool): for the same reason across bubbles that
+//     follow each other.
 //   - GOMAXPROCS 1 while a bubble runs: the driver's quiescence check
 //     (waitQuiet) is exact on one P, and programs run one goroutine at a
 //     time, as the lab wakes them. Restored afterwards.
@@ -86,13 +87,6 @@ func Main(f func(r Runner, stdout io.Writer) (ok bool)) {
 // the whole process, so two bubbles using yamux at once would trade timers.
 var bubbles sync.Mutex
 
-// drainPools empties every sync.Pool: a pool is cleared by the garbage
-// collector in two steps (primary, then victim cache).
-func drainPools() {
-	runtime.GC()
-	runtime.GC()
-}
-
 // Run executes scenario in a synctest bubble with a fresh world built from
 // cfg, as Test does, for scenarios that take only the lab (the Runner's
 // shape); such a scenario reaches the bubble's *testing.T through Lab.T.
@@ -125,8 +119,8 @@ func Test(t *testing.T, cfg Config, scenario func(t *testing.T, l *Lab)) *Result
 	// then exact, and programs run one goroutine at a time, as the lab
 	// wakes them. Restored afterwards; bubbles never overlap.
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
-	drainPools()
-	defer drainPools()
+	freshYamuxTimerPool()
+	defer freshYamuxTimerPool()
 	var res *Result
 	var watched atomic.Pointer[driver]
 	stopWatch := watchStalls(&watched)

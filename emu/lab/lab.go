@@ -17,7 +17,7 @@
 //
 // Repeated bubbles in one process are safe with hashicorp/yamux, whose
 // package-level timer pool would otherwise hand one bubble's timers to the
-// next: Test serialises bubbles and empties sync.Pools around each. These
+// next: Test serialises bubbles and gives each a fresh yamux timer pool. These
 // process-wide measures, and the reason for each, live in bubble.go.
 package lab
 
