@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/vsocklab/vsocklab/emu/engine"
+	"github.com/vsocklab/vsocklab/virtio"
 )
 
 // This file is the lab's whole edge with testing/synctest. Bubbles give
@@ -87,6 +88,33 @@ func Main(f func(r Runner, stdout io.Writer) (ok bool)) {
 // the whole process, so two bubbles using yamux at once would trade timers.
 var bubbles sync.Mutex
 
+// recycled are guest memories of runs that ended (Config.RecycleMemory),
+// guarded by bubbles: at most one world runs at a time, so a few suffice.
+var recycled []*virtio.AddressSpace
+
+const maxRecycled = 2
+
+// recycledMemory returns a recycled guest memory of size bytes, or a new
+// one; emu.New zeroes what its last world wrote.
+func recycledMemory(size int) *virtio.AddressSpace {
+	for i, m := range recycled {
+		if m.Check(0, uint64(size)) == nil && m.Check(uint64(size), 1) != nil {
+			recycled = append(recycled[:i], recycled[i+1:]...)
+			return m
+		}
+	}
+	return virtio.NewFlatMemory(0, size)
+}
+
+// recycleMemory keeps the memory of a world whose bubble has ended, every
+// goroutine that could touch it gone.
+func recycleMemory(m *virtio.AddressSpace) {
+	if len(recycled) == maxRecycled {
+		recycled = recycled[1:]
+	}
+	recycled = append(recycled, m)
+}
+
 // Run executes scenario in a synctest bubble with a fresh world built from
 // cfg, as Test does, for scenarios that take only the lab (the Runner's
 // shape); such a scenario reaches the bubble's *testing.T through Lab.T.
@@ -121,6 +149,10 @@ func Test(t *testing.T, cfg Config, scenario func(t *testing.T, l *Lab)) *Result
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
 	freshYamuxTimerPool()
 	defer freshYamuxTimerPool()
+	if cfg.RecycleMemory && cfg.Memory == nil {
+		cfg.Memory = recycledMemory(cfg.WithDefaults().MemSize)
+		defer recycleMemory(cfg.Memory)
+	}
 	var res *Result
 	var watched atomic.Pointer[driver]
 	stopWatch := watchStalls(&watched)
