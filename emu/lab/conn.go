@@ -327,6 +327,7 @@ func (c *Conn) setDeadline(read, write bool, t time.Time) error {
 	if write {
 		c.wd = t
 	}
+	c.d.deadlineGen.Add(1)
 	c.mu.Unlock()
 	// Tell the driver, so that a parked read or write sees the new
 	// deadline now.
@@ -376,6 +377,7 @@ func (l *Listener) SetDeadline(t time.Time) error {
 		return opError("set", l.addr.Network(), nil, l.addr, net.ErrClosed)
 	}
 	l.dl = t
+	l.d.deadlineGen.Add(1)
 	l.mu.Unlock()
 	l.d.post(&request{
 		key:     reqKey{obj: l.id, op: opDeadline},
