@@ -33,9 +33,9 @@ type worldCase struct {
 
 var worldCases = []worldCase{
 	{"receive-queue limit, SO_RCVLOWAT reader (testdata/incidents/rx-queue-limit-credit-leak.trace)", "firecracker-1.14", "linux-7.1-rc3",
-		map[int]byte{ChoiceStream: 1, ChoiceStreamTotal: 5, ChoiceStreamSize: 6, ChoiceRcvlowat: 3}, "stream-stalled"},
+		map[int]byte{ChoiceStream: 1, ChoiceStreamTotal: 7, ChoiceStreamSize: 6, ChoiceRcvlowat: 3}, "stream-stalled"},
 	{"the same on the fixed kernel", "firecracker-1.14", "linux-7.0-reset",
-		map[int]byte{ChoiceStream: 1, ChoiceStreamTotal: 5, ChoiceStreamSize: 6, ChoiceRcvlowat: 3}, ""},
+		map[int]byte{ChoiceStream: 1, ChoiceStreamTotal: 7, ChoiceStreamSize: 6, ChoiceRcvlowat: 3}, ""},
 	{"receive-queue limit, slow reader", "firecracker-1.14", "linux-7.1-rc3",
 		map[int]byte{ChoiceStream: 1, ChoiceStreamTotal: 7, ChoiceStreamSize: 6, ChoiceReadSize: 3, ChoiceReadEvery: 2}, "stream-corrupt"},
 	{"Firecracker #5475, slow host reader (testdata/incidents/fc-partial-write-dup.trace)", "firecracker-1.13", "linux-6.12.68",
@@ -49,9 +49,9 @@ var worldCases = []worldCase{
 	{"the same with init closing reset sockets", "firecracker-main", "linux-6.12.68",
 		map[int]byte{ChoiceCycles: 2, ChoiceDwell: 10, ChoiceReset: 1, ChoiceProbes: 3}, ""},
 	{"ENOBUFS reset: small packets into an unread socket", "firecracker-1.14", "linux-7.0-reset",
-		map[int]byte{ChoiceStream: 1, ChoiceStreamTotal: 5, ChoiceStreamSize: 0, ChoiceStreamEvery: 1, ChoiceReadEvery: 7}, "stream-reset"},
+		map[int]byte{ChoiceStream: 1, ChoiceStreamTotal: 7, ChoiceStreamSize: 0, ChoiceStreamEvery: 1, ChoiceReadEvery: 7}, "stream-reset"},
 	{"the same before the receive-queue limit", "firecracker-1.14", "linux-6.12.68",
-		map[int]byte{ChoiceStream: 1, ChoiceStreamTotal: 5, ChoiceStreamSize: 0, ChoiceStreamEvery: 1, ChoiceReadEvery: 7}, ""},
+		map[int]byte{ChoiceStream: 1, ChoiceStreamTotal: 7, ChoiceStreamSize: 0, ChoiceStreamEvery: 1, ChoiceReadEvery: 7}, ""},
 	{"Cloud Hypervisor #5691 (testdata/incidents/ch-rx-single-descriptor.trace)", "cloud-hypervisor-34", "linux-6.6", nil, "start-failed"},
 	{"the same with a two-descriptor kernel", "cloud-hypervisor-34", "linux-5.15", nil, ""},
 }

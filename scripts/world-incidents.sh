@@ -10,7 +10,7 @@ awk -F'\t' -v nruns=$# '
   FNR == NR { if ($0 !~ /^#/ && NF == 2) { n++; name[n] = $1; re[n] = $2 } ; next }
   FNR == 1 { run++ }
   {
-    t = $1; c = $2; hit = 0
+    split($0, f, " "); t = f[1]; c = f[2]; hit = 0
     for (i = 1; i <= n; i++) if (c ~ re[i]) { hit = 1; if (!((i, run) in first)) first[i, run] = t }
     if (!hit && !((c, run) in seenother)) { seenother[c, run] = 1; other[c]++ }
   }
