@@ -69,11 +69,11 @@ const (
 	// stays within a few minutes of virtual time.
 	maxStreamWrites = 2048
 	// startTimeout bounds the wait for each of hostd's start sequences, at
-	// three times the bound of the resume-slow oracle
+	// twice the bound of the resume-slow oracle
 	// (replay.MaxTimeToStarted): one that takes longer has failed
 	// (start-failed), and a world whose device rejects every buffer the
 	// guest posts does not spin through hostd's 60 s of retries.
-	startTimeout = 3 * replay.MaxTimeToStarted
+	startTimeout = 2 * replay.MaxTimeToStarted
 )
 
 // The choices DecodeWorld picks from.
