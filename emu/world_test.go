@@ -925,3 +925,20 @@ func TestRXCompatibilityFollowsTheDeviceParser(t *testing.T) {
 		}
 	}
 }
+
+// TestNewZeroesGivenMemory: a world built on memory an earlier user
+// wrote (Config.Memory) sees it zeroed, and memory of another size is
+// refused.
+func TestNewZeroesGivenMemory(t *testing.T) {
+	const size = 4 << 20
+	mem := virtio.NewFlatMemory(0, size)
+	require.NoError(t, mem.WriteAt([]byte("stale"), size-5))
+	_, err := emu.New(emu.Config{MemSize: size, Memory: mem})
+	require.NoError(t, err)
+	got := make([]byte, 5)
+	require.NoError(t, mem.ReadAt(got, size-5))
+	require.Equal(t, make([]byte, 5), got)
+
+	_, err = emu.New(emu.Config{MemSize: 2 * size, Memory: mem})
+	require.ErrorContains(t, err, "Config.Memory does not span exactly [0, 8388608)")
+}

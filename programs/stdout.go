@@ -5,6 +5,7 @@ import (
 
 	"github.com/vsocklab/vsocklab/emu"
 	"github.com/vsocklab/vsocklab/guestinit/labenv"
+	"github.com/vsocklab/vsocklab/hostd"
 )
 
 // Stdout is where the workload's stdout went: every byte written is
@@ -31,10 +32,10 @@ func (s *System) Stdout() Stdout {
 	if p := s.Workload(); p != nil {
 		out.Written = p.Written()
 	}
-	if st, ok := s.Hostd.Collector.Stream("stdout"); ok {
+	s.Hostd.Collector.Inspect("stdout", func(st hostd.Stream) {
 		out.Delivered = int64(st.Bytes)
 		out.OutOfOrderAt = labenv.CheckPattern(st.Data)
-	}
+	})
 	is := s.Init.Stats()
 	out.DroppedByInit = int64(is.LogBytesDropped["stdout"])
 	out.WriteTimeouts = is.WriteTimeouts

@@ -43,6 +43,12 @@ type Options struct {
 	// Progress, when set, gets a line every second about a scenario that
 	// has been replaying for longer than a second.
 	Progress io.Writer
+	// NoLogHash leaves the event log unhashed (Report.LogSHA256 and the
+	// lab result's Hash stay empty), so that records no timeline prints
+	// are never formatted (engine.Log.HashLines): for callers that want
+	// only outputs and verdicts, such as fuzz targets, for which
+	// formatting every record was a tenth of each exec.
+	NoLogHash bool
 }
 
 // Default limits of a scenario: a day of virtual time (the slowest

@@ -126,7 +126,13 @@ func (sr *scenarioRun) labConfig() lab.Config { return lab.Config{Config: sr.cfg
 
 // start runs inside the bubble before the first directive.
 func (sr *scenarioRun) start(opts Options) {
-	_ = sr.l.Do(func(w *emu.World) error { w.Eng.Log.Retain(sr.retain); return nil })
+	_ = sr.l.Do(func(w *emu.World) error {
+		w.Eng.Log.Retain(sr.retain)
+		if opts.NoLogHash {
+			w.Eng.Log.HashLines(false)
+		}
+		return nil
+	})
 	sr.startSeries(opts)
 	if !opts.Capture {
 		return

@@ -48,6 +48,42 @@ func (r *Region) end() uint64 { return r.Base + uint64(len(r.Data)) }
 // AddressSpace is a Memory made of non-overlapping regions.
 type AddressSpace struct {
 	regions []Region // sorted by Base
+	// [dirtyLo, dirtyHi) covers every byte that may have been written
+	// since the space was made or last zeroed (empty when dirtyLo >=
+	// dirtyHi): what Zero clears.
+	dirtyLo, dirtyHi uint64
+}
+
+// markDirty records that [addr, addr+n) may have been written.
+func (m *AddressSpace) markDirty(addr, n uint64) {
+	if n == 0 {
+		return
+	}
+	if m.dirtyLo >= m.dirtyHi {
+		m.dirtyLo, m.dirtyHi = addr, addr+n
+		return
+	}
+	m.dirtyLo = min(m.dirtyLo, addr)
+	m.dirtyHi = max(m.dirtyHi, addr+n)
+}
+
+// Zero clears every byte written since the address space was made or
+// last zeroed, through WriteAt or through a slice that Slice or Regions
+// handed out, so that it reads as freshly made. A world that recycles its
+// guest memory pays for the bytes it touched, not for the whole memory
+// (16 MiB by default, most of it never written).
+func (m *AddressSpace) Zero() {
+	if m.dirtyLo >= m.dirtyHi {
+		return
+	}
+	for i := range m.regions {
+		r := &m.regions[i]
+		lo, hi := max(m.dirtyLo, r.Base), min(m.dirtyHi, r.end())
+		if lo < hi {
+			clear(r.Data[lo-r.Base : hi-r.Base])
+		}
+	}
+	m.dirtyLo, m.dirtyHi = 0, 0
 }
 
 // NewFlatMemory is an address space of one zeroed region of size bytes at
@@ -76,8 +112,14 @@ func NewAddressSpace(regions ...Region) (*AddressSpace, error) {
 	return &AddressSpace{regions: rs}, nil
 }
 
-// Regions returns the regions, sorted by base address.
-func (m *AddressSpace) Regions() []Region { return m.regions }
+// Regions returns the regions, sorted by base address. Their bytes are
+// then the caller's to write: Zero clears them all.
+func (m *AddressSpace) Regions() []Region {
+	for i := range m.regions {
+		m.markDirty(m.regions[i].Base, uint64(len(m.regions[i].Data)))
+	}
+	return m.regions
+}
 
 // find returns the index of the region holding addr, or -1.
 func (m *AddressSpace) find(addr uint64) int {
@@ -151,9 +193,14 @@ func (m *AddressSpace) ReadAt(p []byte, addr uint64) error {
 func (m *AddressSpace) WriteAt(p []byte, addr uint64) error {
 	if r := m.fast(addr, uint64(len(p))); r != nil {
 		copy(r, p)
+		m.markDirty(addr, uint64(len(p)))
 		return nil
 	}
-	return m.walk("write", addr, uint64(len(p)), func(b []byte, off uint64) { copy(b, p[off:]) })
+	err := m.walk("write", addr, uint64(len(p)), func(b []byte, off uint64) { copy(b, p[off:]) })
+	if err == nil {
+		m.markDirty(addr, uint64(len(p)))
+	}
+	return err
 }
 
 // Check implements Memory.
@@ -164,9 +211,10 @@ func (m *AddressSpace) Check(addr, n uint64) error {
 	return m.walk("check", addr, n, func([]byte, uint64) {})
 }
 
-// Slice implements Memory.
+// Slice implements Memory. The caller may write the slice: Zero clears it.
 func (m *AddressSpace) Slice(addr, n uint64) ([]byte, error) {
 	if r := m.fast(addr, n); r != nil {
+		m.markDirty(addr, n)
 		return r, nil
 	}
 	if n == 0 {
@@ -183,6 +231,7 @@ func (m *AddressSpace) Slice(addr, n uint64) ([]byte, error) {
 	if addr+n > r.end() {
 		return nil, &AccessError{Op: "slice", Addr: addr, Len: n}
 	}
+	m.markDirty(addr, n)
 	return r.Data[addr-r.Base : addr-r.Base+n], nil
 }
 

@@ -126,6 +126,7 @@ func storeU16(mem Memory, b *[8]byte, addr uint64, v uint16) error {
 	if as, ok := mem.(*AddressSpace); ok {
 		if r := as.fast(addr, 2); r != nil {
 			binary.LittleEndian.PutUint16(r, v)
+			as.markDirty(addr, 2)
 			return nil
 		}
 	}

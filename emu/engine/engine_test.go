@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"math"
 	"testing"
 	"time"
 
@@ -125,4 +126,50 @@ func TestPostOrdersWithAtAndRecyclesTimers(t *testing.T) {
 	require.Len(t, e.free, 1)
 	e.RunUntil(2 * time.Second)
 	require.Equal(t, "reused", got[len(got)-1])
+}
+
+// TestLineRenderingAsFmtDidIt: the hand-made rendering of every line's
+// time and component is byte for byte the fmt rendering it replaced, on
+// which every recorded log hash rests.
+func TestLineRenderingAsFmtDidIt(t *testing.T) {
+	old := func(r Record) string {
+		d, sign := r.At, ""
+		if d < 0 {
+			sign, d = "-", -d
+		}
+		return fmt.Sprintf("%14s", fmt.Sprintf("%s%d.%09d", sign, d/time.Second, d%time.Second)) + " " + fmt.Sprintf("%-7s", r.Comp) + " " + r.Text
+	}
+	for _, at := range []time.Duration{0, 1, -1, 999_999_999, time.Second, 1500 * time.Millisecond, -90 * time.Second,
+		24 * time.Hour, 99999 * time.Hour, math.MaxInt64, math.MinInt64, math.MinInt64 + 1} {
+		for _, comp := range []string{"", "guest", "device", "world", "hostd-x", "longer than seven", "gäst"} {
+			r := Record{At: at, Comp: comp, Text: "text"}
+			require.Equal(t, old(r), r.String(), "at %d, comp %q", int64(at), comp)
+		}
+	}
+}
+
+// TestUnhashedLogSkipsWhatNobodyReads: without the hash, only the kinds
+// the log retains, or a live hook, are enabled; records of the others are
+// not formatted, and Hash is empty.
+func TestUnhashedLogSkipsWhatNobodyReads(t *testing.T) {
+	l := NewLog()
+	l.HashLines(false)
+	l.Retain(KindFault)
+	require.False(t, l.Enabled(KindPacket))
+	require.True(t, l.Enabled(KindFault))
+	l.Add(time.Second, KindPacket, "device", "not read")
+	l.Add(time.Second, KindFault, "device", "read")
+	require.Equal(t, "   1.000000000 device  read\n", l.String())
+	require.Empty(t, l.Hash())
+
+	var hooked []string
+	l.OnRecord(func(r Record) { hooked = append(hooked, r.Text) })
+	require.True(t, l.Enabled(KindPacket))
+	l.Add(2*time.Second, KindPacket, "device", "hooked")
+	require.Equal(t, []string{"hooked"}, hooked)
+
+	l.HashLines(true)
+	l.Add(3*time.Second, KindFault, "device", "hashed")
+	sum := sha256.Sum256([]byte("   3.000000000 device  hashed\n"))
+	require.Equal(t, hex.EncodeToString(sum[:]), l.Hash())
 }

@@ -5,9 +5,12 @@ import (
 	"encoding/hex"
 	"fmt"
 	"hash"
+	"math"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // Kind classifies a log record so that a consumer can keep only what it
@@ -75,18 +78,47 @@ type Record struct {
 
 // String renders the record as its log line, without the newline:
 // "    1.250000000 device  RW 3:1024->2:9 len=4096 ...".
-func (r Record) String() string {
-	return FormatTime(r.At) + " " + fmt.Sprintf("%-7s", r.Comp) + " " + r.Text
+func (r Record) String() string { return string(r.appendLine(nil)) }
+
+// appendLine appends the record's line, as String renders it, to b:
+// the time (FormatTime), the component left-aligned in 7 columns, the text.
+func (r Record) appendLine(b []byte) []byte {
+	b = appendTime(b, r.At)
+	b = append(b, ' ')
+	b = append(b, r.Comp...)
+	for n := utf8.RuneCountInString(r.Comp); n < 7; n++ {
+		b = append(b, ' ')
+	}
+	b = append(b, ' ')
+	return append(b, r.Text...)
 }
 
 // FormatTime renders a virtual time as seconds with nanosecond precision,
 // right-aligned to 14 characters so that logs line up.
-func FormatTime(d time.Duration) string {
-	sign := ""
-	if d < 0 {
-		sign, d = "-", -d
+func FormatTime(d time.Duration) string { return string(appendTime(nil, d)) }
+
+// appendTime appends FormatTime(d) to b. It renders every line of every
+// log, so it does by hand what fmt.Sprintf("%14s", fmt.Sprintf("%s%d.%09d",
+// sign, seconds, nanoseconds)) did, byte for byte.
+func appendTime(b []byte, d time.Duration) []byte {
+	if d == math.MinInt64 { // -d overflows: the old rendering, as it was
+		return append(b, fmt.Sprintf("%14s", fmt.Sprintf("-%d.%09d", -d/time.Second, -d%time.Second))...)
 	}
-	return fmt.Sprintf("%14s", fmt.Sprintf("%s%d.%09d", sign, d/time.Second, d%time.Second))
+	var num [32]byte
+	n := num[:0]
+	if d < 0 {
+		n, d = append(n, '-'), -d
+	}
+	n = strconv.AppendInt(n, int64(d/time.Second), 10)
+	n = append(n, '.')
+	ns := int64(d % time.Second)
+	for div := int64(100_000_000); div > 0; div /= 10 {
+		n = append(n, byte('0'+ns/div%10))
+	}
+	for i := len(n); i < 14; i++ {
+		b = append(b, ' ')
+	}
+	return append(b, n...)
 }
 
 // Log is the ordered event log. It keeps the records it is asked to keep and
@@ -98,12 +130,13 @@ func FormatTime(d time.Duration) string {
 // see every record.
 type Log struct {
 	keep    Kind
-	retain  Kind // kinds stored; the others are hashed and hooked only
+	retain  Kind   // kinds stored; the others are hashed and hooked only
+	line    []byte // scratch for the line being hashed
 	records []Record
 	limit   int // 0: keep every record; otherwise the ring's size
 	head    int // with a full ring: index of the oldest record
 	dropped uint64
-	h       hash.Hash
+	h       hash.Hash // nil: not hashing (HashLines)
 	hook    func(Record)
 }
 
@@ -113,9 +146,26 @@ func NewLog() *Log { return &Log{keep: KindAll, retain: KindAll, h: sha256.New()
 // Keep sets which kinds are recorded; the others are dropped unrendered.
 func (l *Log) Keep(k Kind) { l.keep = k }
 
-// Enabled reports whether records of kind k are kept, so callers can skip
+// Enabled reports whether records of kind k are kept and read, by the
+// hash, the live hook or the stored records, so callers can skip
 // formatting a line nobody will read.
-func (l *Log) Enabled(k Kind) bool { return l.keep&k != 0 }
+func (l *Log) Enabled(k Kind) bool {
+	return l.keep&k != 0 && (l.h != nil || l.hook != nil || l.retain&k != 0)
+}
+
+// HashLines sets whether the log hashes its records' lines for Hash (on
+// by default). Off, a kind the log does not retain and no live hook reads
+// is read by nobody: Enabled says so, and its records are never
+// formatted, which is most of a fuzz target's logging cost (the verdict
+// needs no hash). Turning it on again starts a new hash.
+func (l *Log) HashLines(on bool) {
+	switch {
+	case !on:
+		l.h = nil
+	case l.h == nil:
+		l.h = sha256.New()
+	}
+}
 
 // OnRecord installs a function called with every kept record, for live
 // output.
@@ -156,7 +206,7 @@ func (l *Log) Dropped() uint64 { return l.dropped }
 
 // Add appends a record.
 func (l *Log) Add(at time.Duration, k Kind, comp, text string) {
-	if l.keep&k == 0 {
+	if !l.Enabled(k) {
 		return
 	}
 	r := Record{At: at, Kind: k, Comp: comp, Text: text}
@@ -169,8 +219,10 @@ func (l *Log) Add(at time.Duration, k Kind, comp, text string) {
 	default:
 		l.records = append(l.records, r)
 	}
-	l.h.Write([]byte(r.String()))
-	l.h.Write([]byte{'\n'})
+	if l.h != nil {
+		l.line = append(r.appendLine(l.line[:0]), '\n')
+		l.h.Write(l.line)
+	}
 	if l.hook != nil {
 		l.hook(r)
 	}
@@ -200,7 +252,11 @@ func (l *Log) String() string {
 
 // Hash is the SHA-256 of every kept record's line as it arrived, in hex,
 // computed incrementally: String() without a limit, and also the records
-// a limit has since dropped.
+// a limit has since dropped. Empty when the log does not hash
+// (HashLines).
 func (l *Log) Hash() string {
+	if l.h == nil {
+		return ""
+	}
 	return hex.EncodeToString(l.h.Sum(nil))
 }

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/vsocklab/vsocklab/emu/engine"
+	"github.com/vsocklab/vsocklab/virtio"
 )
 
 // This file is the lab's whole edge with testing/synctest. Bubbles give
@@ -30,8 +31,9 @@ import (
 //     hashicorp/yamux v0.1.2 keeps timers in a package-level sync.Pool, so
 //     two bubbles using yamux at once would trade timers, and touching
 //     another bubble's timer is a fatal error.
-//   - Pools drained before and after each bubble (drainPools, two forced
-//     GCs): for the same reason across bubbles that follow each other.
+//   - A fresh yamux timer pool before and after each bubble
+//     (freshYamuxTimerPool): for the same reason across bubbles that
+//     follow each other.
 //   - GOMAXPROCS 1 while a bubble runs: the driver's quiescence check
 //     (waitQuiet) is exact on one P, and programs run one goroutine at a
 //     time, as the lab wakes them. Restored afterwards.
@@ -86,11 +88,31 @@ func Main(f func(r Runner, stdout io.Writer) (ok bool)) {
 // the whole process, so two bubbles using yamux at once would trade timers.
 var bubbles sync.Mutex
 
-// drainPools empties every sync.Pool: a pool is cleared by the garbage
-// collector in two steps (primary, then victim cache).
-func drainPools() {
-	runtime.GC()
-	runtime.GC()
+// recycled are guest memories of runs that ended (Config.RecycleMemory),
+// guarded by bubbles: at most one world runs at a time, so a few suffice.
+var recycled []*virtio.AddressSpace
+
+const maxRecycled = 2
+
+// recycledMemory returns a recycled guest memory of size bytes, or a new
+// one; emu.New zeroes what its last world wrote.
+func recycledMemory(size int) *virtio.AddressSpace {
+	for i, m := range recycled {
+		if m.Check(0, uint64(size)) == nil && m.Check(uint64(size), 1) != nil {
+			recycled = append(recycled[:i], recycled[i+1:]...)
+			return m
+		}
+	}
+	return virtio.NewFlatMemory(0, size)
+}
+
+// recycleMemory keeps the memory of a world whose bubble has ended, every
+// goroutine that could touch it gone.
+func recycleMemory(m *virtio.AddressSpace) {
+	if len(recycled) == maxRecycled {
+		recycled = recycled[1:]
+	}
+	recycled = append(recycled, m)
 }
 
 // Run executes scenario in a synctest bubble with a fresh world built from
@@ -125,8 +147,12 @@ func Test(t *testing.T, cfg Config, scenario func(t *testing.T, l *Lab)) *Result
 	// then exact, and programs run one goroutine at a time, as the lab
 	// wakes them. Restored afterwards; bubbles never overlap.
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
-	drainPools()
-	defer drainPools()
+	freshYamuxTimerPool()
+	defer freshYamuxTimerPool()
+	if cfg.RecycleMemory && cfg.Memory == nil {
+		cfg.Memory = recycledMemory(cfg.WithDefaults().MemSize)
+		defer recycleMemory(cfg.Memory)
+	}
 	var res *Result
 	var watched atomic.Pointer[driver]
 	stopWatch := watchStalls(&watched)

@@ -10,7 +10,7 @@ import (
 // from the input, every stream must echo its message byte for byte. Under
 // go test -fuzz a worker process runs thousands of bubbles in a row, which
 // is exactly what yamux's package-level timer pool breaks unless the lab
-// empties it between bubbles (docs/sources.md#go-yamux-timer-pool).
+// gives each bubble a pool of its own (docs/sources.md#go-yamux-timer-pool).
 func FuzzYamuxBubbles(f *testing.F) {
 	f.Add([]byte{1, 10})
 	f.Add([]byte{4, 200, 3, 0, 255})

@@ -17,7 +17,7 @@
 //
 // Repeated bubbles in one process are safe with hashicorp/yamux, whose
 // package-level timer pool would otherwise hand one bubble's timers to the
-// next: Test serialises bubbles and empties sync.Pools around each. These
+// next: Test serialises bubbles and gives each a fresh yamux timer pool. These
 // process-wide measures, and the reason for each, live in bubble.go.
 package lab
 
@@ -58,6 +58,14 @@ type Config struct {
 	// clients for as long as they like and must not grow with their
 	// traffic. Negative: every record, in both.
 	LogLimit int
+	// RecycleMemory lets Test and Run take the world's guest memory from
+	// the memories earlier runs of this process used, and give it back when
+	// the run ends (emu.Config.Memory): a fuzz target that runs a world per
+	// exec then clears the bytes the last world wrote instead of
+	// allocating and clearing 16 MiB each time. The result's World must
+	// then not read guest memory after the run. Ignored by Start and when
+	// emu.Config.Memory is set.
+	RecycleMemory bool
 }
 
 // LiveLogLimit is the event log bound of a lab whose driver runs against

@@ -180,3 +180,15 @@ func TestStartBoundsTheEventLog(t *testing.T) {
 		require.Greater(t, res.World.Eng.Log.Len(), 500)
 	})
 }
+
+// TestRecycledMemoryBootsTheSameWorld: a world on the guest memory an
+// earlier world wrote (Config.RecycleMemory) logs byte for byte what a
+// world on fresh memory logs.
+func TestRecycledMemoryBootsTheSameWorld(t *testing.T) {
+	scenario := func(l *Lab) { require.NoError(t, streamThroughLab(l, 1<<20)) }
+	fresh := Run(t, Config{}, scenario)
+	for range 3 {
+		res := Run(t, Config{RecycleMemory: true}, scenario)
+		require.Equal(t, fresh.Hash, res.Hash)
+	}
+}

@@ -289,6 +289,7 @@ func (p *Process) run(ctx context.Context, out, errw *lab.PipeWriter) {
 		w = errw
 	}
 	var off int64
+	var buf []byte
 	for x := range p.spec.schedule() {
 		if x.Delay > 0 {
 			t := time.NewTimer(x.Delay)
@@ -299,7 +300,13 @@ func (p *Process) run(ctx context.Context, out, errw *lab.PipeWriter) {
 				return
 			}
 		}
-		buf := make([]byte, x.Size)
+		// One buffer for every write: a write that returned without
+		// error took every byte (io.Writer) and the pipe keeps none of
+		// buf; after an error the loop ends.
+		if cap(buf) < x.Size {
+			buf = make([]byte, x.Size)
+		}
+		buf = buf[:x.Size]
 		pattern.Fill(buf, uint64(off))
 		m, err := w.Write(buf)
 		p.mu.Lock()
