@@ -21,6 +21,7 @@ var quickScenarios = map[string]bool{
 	"main-leaky-init":  true, // device-reset-ports
 	"fc1.13-6.12.68":   true, // fc-partial-write-dup
 	"rcvlowat-7.1-rc3": true, // rx-queue-limit-credit-leak
+	"unread-7.0-reset": true, // enobufs-reset
 }
 
 func isQuick(name string) bool { return quickScenarios[name] || raceScenarios[name] }
