@@ -14,7 +14,10 @@ budget=${1:-300}
 mode=${2:-fuzz}
 out=${3:-/dev/stdout}
 src=$(cd "$(dirname "$0")/.." && pwd)
-work=$(mktemp -d)
+# A fixed path per mode, cloned afresh each run: the same sources at the
+# same path hit Go's build cache, so a series of runs builds once.
+work=${TMPDIR:-/tmp}/vsocklab-world-campaign-$mode-$(id -u)
+rm -rf "$work" && mkdir -p "$work" || exit 1
 git clone -q "$src" "$work/clone" && cd "$work/clone" || exit 1
 case $mode in
   fuzz) go test -c -fuzz=FuzzWorld -o "$work/fuzz.test" ./fuzz || exit 1 ;;
@@ -37,4 +40,3 @@ status=$?
 awk -v s="$start" '!seen[$2]++ { printf "%.1f %s\n", ($1 - s) / 1e9, $2 }' "$log" >"$out"
 echo "$mode: exit $status, $(grep -c . "$log") findings logged, $(grep -c . "$out" 2>/dev/null || true) classes; $(grep -E '^fuzz: elapsed|blind search' "$work/run.out" | tail -1)" >&2
 [ "$status" = 0 ] || tail -20 "$work/run.out" >&2
-rm -rf "$work"
