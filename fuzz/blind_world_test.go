@@ -17,7 +17,7 @@ import (
 // (Finding.Class) first showed. Run with VSOCKLAB_BLIND=world
 // (VSOCKLAB_BLIND_BUDGET, default 60s); it reports, it does not assert.
 // With VSOCKLAB_FINDINGS_LOG it appends every finding to that file as
-// FuzzWorld does (LogFinding), for scripts/world-campaign.sh.
+// the native target does (LogFinding), for scripts/world-campaign.sh.
 func TestBlindWorld(t *testing.T) {
 	if os.Getenv("VSOCKLAB_BLIND") != "world" {
 		t.Skip("set VSOCKLAB_BLIND=world")
