@@ -359,7 +359,6 @@ func CheckWorld(r lab.Runner, c Choices) error {
 		return fmt.Errorf("configuration %s: %s: %s", w, d.Cmd, strings.TrimSpace(out))
 	}
 	rep := &res.Scenarios[0].Report
-	_ = feedback(rep)
 	if o := replay.FailedOracle(rep); o != nil {
 		return &Finding{Oracle: o.Name, Why: o.Why, World: w, Trace: res.Text()}
 	}
