@@ -29,16 +29,7 @@ type Config struct {
 	UDSPath   string // default DefaultUDSPath
 	QueueSize uint16 // default 256, as Firecracker
 	MemSize   int    // guest memory in bytes (default 16 MiB)
-	// Memory, when set, is the guest memory instead of a fresh one: an
-	// address space of MemSize bytes at 0, such as one a
-	// finished world used. New zeroes what was written to it
-	// (virtio.AddressSpace.Zero), so the world boots as on fresh memory,
-	// for the cost of the bytes the last world touched rather than of
-	// allocating and clearing 16 MiB: for callers that build worlds by the
-	// thousand, one after another (emu/lab's Config.RecycleMemory). The
-	// memory must belong to no running world.
-	Memory   *virtio.AddressSpace
-	Features uint64 // negotiated ring features, e.g. virtio.FeatureIndirectDesc
+	Features  uint64 // negotiated ring features, e.g. virtio.FeatureIndirectDesc
 	// MaxConnections overrides the device's connection limit (0 keeps the
 	// profile's, 1,023 for every modelled device). No real device has a
 	// higher one: it is for scale experiments, and the log says so.
@@ -47,6 +38,15 @@ type Config struct {
 	// device's packet log line, as the vhost-user back-end logs it, so
 	// that a lab run can be set beside a real guest's.
 	LogTXShapes bool
+	// Memory, when set, is the guest memory instead of a fresh one: an
+	// address space of MemSize bytes at 0, such as one a finished world
+	// used. New zeroes what was written to it (virtio.AddressSpace.Zero),
+	// so the world boots as on fresh memory, for the cost of the bytes the
+	// last world touched rather than of allocating and clearing 16 MiB:
+	// for callers that build worlds by the thousand, one after another
+	// (emu/lab's Config.RecycleMemory). The memory must belong to no
+	// running world.
+	Memory *virtio.AddressSpace
 }
 
 // DefaultUDSPath is where the device listens for host connections unless

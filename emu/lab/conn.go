@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -70,6 +71,8 @@ type Conn struct {
 	mu     sync.Mutex
 	rd, wd time.Time
 	closed bool
+
+	readOp, writeOp *connOp // see connOp
 }
 
 func (c *Conn) isClosed() bool {
@@ -89,6 +92,7 @@ var _ net.Conn = (*Conn)(nil)
 func (d *driver) newConn(b backend, network string, local, remote net.Addr) *Conn {
 	c := &Conn{d: d, id: d.newID(), b: b, network: network, local: local, remote: remote}
 	c.name = fmt.Sprintf("%s conn %d %s->%s", network, c.id, local, remote)
+	c.readOp, c.writeOp = c.newReadOp(), c.newWriteOp()
 	return c
 }
 
@@ -122,67 +126,119 @@ func (c *Conn) request(o op, desc string) *request {
 
 // Read implements net.Conn.
 func (c *Conn) Read(p []byte) (int, error) {
-	var n int
-	var err error
-	r := c.request(opRead, "Read")
-	r.attempt = func(cont bool) bool {
-		if c.isClosed() {
-			err = net.ErrClosed
-			return true
-		}
-		n, err = c.b.read(p, cont)
-		return !errors.Is(err, syscall.EAGAIN)
-	}
-	r.ends = func() bool {
-		if !c.b.readEnds() {
-			return false
-		}
-		n, err = c.b.read(p, false)
-		return true
-	}
-	r.deadline = func() time.Time { rd, _ := c.deadlines(); return rd }
-	r.expire = func() { err = os.ErrDeadlineExceeded }
-	r.fail = func(e error) { err = e }
-	c.d.do(r)
+	op := c.takeOp(c.readOp, c.newReadOp)
+	n, err := op.run(c, p)
 	return n, opError("read", c.network, c.local, c.remote, err)
 }
 
 // Write implements net.Conn: it returns once every byte is queued, or with
 // the count so far and an error.
 func (c *Conn) Write(p []byte) (int, error) {
-	var n int
-	var err error
-	r := c.request(opWrite, "Write")
-	r.attempt = func(cont bool) bool {
+	op := c.takeOp(c.writeOp, c.newWriteOp)
+	n, err := op.run(c, p)
+	return n, opError("write", c.network, c.local, c.remote, err)
+}
+
+// connOp is one Read or Write in flight on a Conn: the request the driver
+// runs, and the call's buffer and results, which the request's functions
+// read and write. Read and Write are the lab's hottest path: a fresh
+// request with its five closures per call was most of a fuzz exec's
+// allocations. So each Conn keeps one op per direction, made with the
+// Conn and reused by every call that finds it free; a call that finds it
+// busy (net.Conn allows concurrent Reads, and concurrent Writes) makes its
+// own.
+type connOp struct {
+	r    request
+	p    []byte
+	n    int
+	err  error
+	busy atomic.Bool // a call owns the op; only that call touches p, n, err and r
+	own  bool        // the call's own op, not the Conn's
+}
+
+// takeOp returns the Conn's op for one direction when it is free, else a
+// fresh one.
+func (c *Conn) takeOp(cached *connOp, newOp func() *connOp) *connOp {
+	if cached.busy.CompareAndSwap(false, true) {
+		return cached
+	}
+	op := newOp()
+	op.own = true
+	return op
+}
+
+// run submits the op's request for p and returns its results. When it
+// returns, the driver holds the request nowhere: a request is dropped from
+// every list before its done channel is closed, and do returns only then
+// (or without queuing it at all).
+func (op *connOp) run(c *Conn, p []byte) (int, error) {
+	op.p, op.n, op.err = p, 0, nil
+	r := &op.r
+	r.obj, r.guest = c.b.object(), c.b.guestSide()
+	r.done, r.parked, r.parkedAt, r.seq = nil, false, 0, 0
+	c.d.do(r)
+	n, err := op.n, op.err
+	op.p = nil
+	if !op.own {
+		op.busy.Store(false)
+	}
+	return n, err
+}
+
+func (c *Conn) newReadOp() *connOp {
+	op := &connOp{r: *c.request(opRead, "Read")}
+	op.r.attempt = func(cont bool) bool {
 		if c.isClosed() {
-			err = net.ErrClosed
+			op.err = net.ErrClosed
 			return true
 		}
-		for n < len(p) {
-			m, e := c.b.write(p[n:], cont || n > 0)
-			n += m
+		op.n, op.err = c.b.read(op.p, cont)
+		return !errors.Is(op.err, syscall.EAGAIN)
+	}
+	op.r.ends = func() bool {
+		if !c.b.readEnds() {
+			return false
+		}
+		op.n, op.err = c.b.read(op.p, false)
+		return true
+	}
+	op.r.deadline = func() time.Time { rd, _ := c.deadlines(); return rd }
+	op.r.expire = func() { op.err = os.ErrDeadlineExceeded }
+	op.r.fail = func(e error) { op.err = e }
+	return op
+}
+
+func (c *Conn) newWriteOp() *connOp {
+	op := &connOp{r: *c.request(opWrite, "Write")}
+	op.r.attempt = func(cont bool) bool {
+		if c.isClosed() {
+			op.err = net.ErrClosed
+			return true
+		}
+		for op.n < len(op.p) {
+			m, e := c.b.write(op.p[op.n:], cont || op.n > 0)
+			op.n += m
 			if errors.Is(e, syscall.EAGAIN) {
 				return false
 			}
 			if e != nil {
-				err = e
+				op.err = e
 				return true
 			}
 		}
 		return true
 	}
-	r.ends = func() bool {
-		if len(p) == 0 || !c.b.writeFails() {
+	op.r.ends = func() bool {
+		if len(op.p) == 0 || !c.b.writeFails() {
 			return false
 		}
-		n, err = c.b.write(p, false)
+		op.n, op.err = c.b.write(op.p, false)
 		return true
 	}
-	r.deadline = func() time.Time { _, wd := c.deadlines(); return wd }
-	r.expire = func() { err = os.ErrDeadlineExceeded }
-	r.fail = func(e error) { err = e }
-	c.d.do(r)
-	return n, opError("write", c.network, c.local, c.remote, err)
+	op.r.deadline = func() time.Time { _, wd := c.deadlines(); return wd }
+	op.r.expire = func() { op.err = os.ErrDeadlineExceeded }
+	op.r.fail = func(e error) { op.err = e }
+	return op
 }
 
 // CloseWrite shuts down the writing side: SHUTDOWN(SEND) from the guest,
@@ -271,6 +327,7 @@ func (c *Conn) setDeadline(read, write bool, t time.Time) error {
 	if write {
 		c.wd = t
 	}
+	c.d.deadlineGen.Add(1)
 	c.mu.Unlock()
 	// Tell the driver, so that a parked read or write sees the new
 	// deadline now.
@@ -320,6 +377,7 @@ func (l *Listener) SetDeadline(t time.Time) error {
 		return opError("set", l.addr.Network(), nil, l.addr, net.ErrClosed)
 	}
 	l.dl = t
+	l.d.deadlineGen.Add(1)
 	l.mu.Unlock()
 	l.d.post(&request{
 		key:     reqKey{obj: l.id, op: opDeadline},

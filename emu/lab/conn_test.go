@@ -67,6 +67,27 @@ var connScenarios = []connScenario{
 		require.Equal(t, 250*time.Millisecond, time.Since(start))
 		c.Close()
 	}},
+	{"a deadline moved to now fails a parked read at once, after another round at the same instant", func(t *testing.T, l *Lab) {
+		// The driver skips deadline scans while its clock stands still
+		// (expireDeadlines); a deadline moved meanwhile must still count.
+		done := make(chan error, 1)
+		guestAccept(t, l, 5000, func(c net.Conn) {
+			start := time.Now()
+			go func() {
+				time.Sleep(time.Second)
+				_ = c.SetReadDeadline(time.Now().Add(time.Hour))
+				_ = l.Do(func(*emu.World) error { return nil }) // a round at this instant, which scans
+				_ = c.SetReadDeadline(time.Now())
+			}()
+			_, err := c.Read(make([]byte, 1))
+			require.Equal(t, time.Second, time.Since(start))
+			done <- err
+		})
+		c, ok := hybridDial(t, l, 5000)
+		require.Equal(t, "OK 1073741824", ok)
+		require.ErrorIs(t, <-done, os.ErrDeadlineExceeded)
+		c.Close()
+	}},
 	{"SO_RCVLOWAT holds a blocked read until the threshold; the options fail on the host side", func(t *testing.T, l *Lab) {
 		// Linux af_vsock.c vsock_set_rcvlowat and vsock_poll (v6.12): a
 		// read that blocks wakes only once SO_RCVLOWAT bytes are queued.

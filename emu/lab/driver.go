@@ -136,6 +136,15 @@ type driver struct {
 
 	// Read by the stall watchdog from outside the bubble.
 	rounds atomic.Uint64 // driver loop iterations
+
+	// deadlineGen counts deadline changes (Conn.SetDeadline and friends,
+	// Listener.SetDeadline); with scannedAt and scannedGen, owned by the
+	// driver goroutine, it lets expireDeadlines skip scans that cannot
+	// expire anything.
+	deadlineGen atomic.Uint64
+	scannedAt   time.Time
+	scannedGen  uint64
+	scanned     bool
 }
 
 func newDriver(w *emu.World, bubble bool) *driver {
@@ -462,8 +471,21 @@ func (d *driver) settle() {
 	}
 }
 
+// expireDeadlines completes the parked requests whose deadline has
+// passed. It skips the scan, which takes a lock per parked request and
+// ran on every round, when nothing can have expired since the last one:
+// the clock has not moved (in a bubble, time stands still through the
+// many rounds of one instant), no deadline has changed (the generation
+// is read before the scan, so a change during it counts for the next),
+// and a request parked since was checked against this same instant when
+// it was applied (apply).
 func (d *driver) expireDeadlines() {
 	now := time.Now()
+	gen := d.deadlineGen.Load()
+	if d.scanned && now.Equal(d.scannedAt) && gen == d.scannedGen {
+		return
+	}
+	d.scanned, d.scannedAt, d.scannedGen = true, now, gen
 	d.parked = slices.DeleteFunc(d.parked, func(r *request) bool {
 		if !r.expired(now) {
 			return false
