@@ -16,6 +16,8 @@ import (
 // CheckWorld and oracles, for a budget; it reports when each finding class
 // (Finding.Class) first showed. Run with VSOCKLAB_BLIND=world
 // (VSOCKLAB_BLIND_BUDGET, default 60s); it reports, it does not assert.
+// With VSOCKLAB_FINDINGS_LOG it appends every finding to that file as
+// the native target does (LogFinding), for scripts/world-campaign.sh.
 func TestBlindWorld(t *testing.T) {
 	if os.Getenv("VSOCKLAB_BLIND") != "world" {
 		t.Skip("set VSOCKLAB_BLIND=world")
@@ -26,6 +28,7 @@ func TestBlindWorld(t *testing.T) {
 			budget = d
 		}
 	}
+	log := os.Getenv("VSOCKLAB_FINDINGS_LOG")
 	seed := uint64(time.Now().UnixNano())
 	rng := rand.New(rand.NewPCG(seed, 1))
 	start := time.Now()
@@ -41,6 +44,11 @@ func TestBlindWorld(t *testing.T) {
 		if errors.As(err, &f) {
 			if _, seen := first[f.Class()]; !seen {
 				first[f.Class()] = time.Since(start)
+				if log != "" {
+					if err := LogFinding(log, f); err != nil {
+						t.Fatal(err)
+					}
+				}
 			}
 		} else if err != nil {
 			t.Fatalf("not a finding: %v", err)

@@ -7,16 +7,18 @@ import (
 	"strings"
 	"time"
 
-	"github.com/vsocklab/vsocklab/emu"
 	"github.com/vsocklab/vsocklab/emu/device"
 	"github.com/vsocklab/vsocklab/emu/guest"
 	"github.com/vsocklab/vsocklab/emu/lab"
 	"github.com/vsocklab/vsocklab/replay"
+	"github.com/vsocklab/vsocklab/vsockport"
 )
 
 // World is one configuration of the whole system, as CheckWorld's input
 // chooses it: device and kernel profiles, init's and hostd's options, the
-// workload, an injected fault and suspend/resume cycles. It renders as a
+// workload, an injected fault, suspend/resume cycles, a device reset, host
+// connects to init's API and a byte stream in either direction with its
+// reader's behaviour. It renders as a
 // trace file (Trace), so that a failing configuration is at once a replay
 // script: `vsocklab replay` runs it to the same verdict.
 type World struct {
@@ -37,7 +39,42 @@ type World struct {
 
 	Cycles       int // suspend/resume cycles after the boot's start sequence
 	Dwell, Pause time.Duration
+
+	// DeviceReset: the guest resets the device after the cycles (only
+	// where the device profile implements a reset: device.Profile.ResetInPlace).
+	DeviceReset bool
+	// Probes: host connects to init's API port after the cycles and the
+	// reset, one after the other, as a health checker makes them.
+	Probes int
+
+	// The stream, started after the cycles, the reset and the probes (so
+	// that nothing of the scenario resets it): none when StreamTotal is 0.
+	StreamFromGuest         bool // else the host writes to a guest reader
+	StreamTotal, StreamSize int
+	StreamEvery             time.Duration
+	ReadSize                int           // 0: the stream directive's default
+	ReadEvery               time.Duration // 0: as the data comes
+	Unread                  bool          // the reader never reads
+	Rcvlowat                int           // SO_RCVLOWAT of a guest reader; 0: none
 }
+
+// The stream's ports: the guest listens on streamGuestPort for a host
+// writer, the host on streamHostPort for a guest writer; init's API and
+// log ports keep their defaults, apart from these.
+const (
+	streamGuestPort = 5000
+	streamHostPort  = 6000
+	// maxStreamWrites bounds a stream's writes (its total is cut to this
+	// many writes of its size), so that a paced stream of small writes
+	// stays within a few minutes of virtual time.
+	maxStreamWrites = 2048
+	// startTimeout bounds the wait for each of hostd's start sequences, at
+	// twice the bound of the resume-slow oracle
+	// (replay.MaxTimeToStarted): one that takes longer has failed
+	// (start-failed), and a world whose device rejects every buffer the
+	// guest posts does not spin through hostd's 60 s of retries.
+	startTimeout = 2 * replay.MaxTimeToStarted
+)
 
 // The choices DecodeWorld picks from.
 var (
@@ -48,6 +85,15 @@ var (
 	worldMetrics     = []time.Duration{0, 100 * time.Millisecond, 500 * time.Millisecond, 2 * time.Second}
 	worldDropMinLens = []int{1, 4096, 32768, 65536}
 	worldDevices     = device.Profiles()
+	worldKernels     = guest.Profiles()
+
+	streamTotals    = []int{4 << 10, 16 << 10, 64 << 10, 128 << 10, 256 << 10, 512 << 10, 768 << 10, 1 << 20}
+	streamSizes     = []int{200, 512, 1 << 10, 4 << 10, 16 << 10, 32768 + 4096, 64 << 10, 128 << 10}
+	streamEverys    = []time.Duration{0, time.Millisecond, 10 * time.Millisecond, 100 * time.Millisecond}
+	streamReadSizes = []int{0, 1 << 10, 4 << 10, 16 << 10, 32 << 10, 64 << 10, 128 << 10, 256 << 10}
+	// The last read interval, -1, is a reader that never reads.
+	streamReadEverys = []time.Duration{0, time.Millisecond, 10 * time.Millisecond, 100 * time.Millisecond, 0, time.Millisecond, 10 * time.Millisecond, -1}
+	streamRcvlowats  = []int{0, 4 << 10, 64 << 10, 256 << 10}
 )
 
 // Choices is CheckWorld's input: one byte per choice, in the order of the
@@ -61,18 +107,27 @@ type Choices [NumChoices]byte
 
 // The choices, in input order.
 const (
-	ChoiceDevice = iota // device profile (device.Profiles order, modulo)
-	ChoiceKernel        // kernel among those the device takes, modulo
-	ChoiceInit          // bit 0 no write timeout, 1-2 write timeout, 3 keep reset sessions, 4-5 read chunk, 6-7 metrics interval
-	ChoiceHostd         // bit 0 session first
-	ChoiceSeed          // the world's seed, minus one
-	ChoiceTotal         // bits 0-2: the writer's total bytes
-	ChoiceSize          // bits 0-2: its write size
-	ChoiceEvery         // bits 0-5: milliseconds between writes
-	ChoiceFault         // 240 and up: drop-tx, n from bits 0-1, min-len from bits 2-3
-	ChoiceCycles        // bits 0-2: suspend/resume cycles after boot
-	ChoiceDwell         // bits 0-4: dwell before each, x 100 ms
-	ChoicePause         // bits 0-4: pause, x 100 ms, plus 100 ms
+	ChoiceDevice      = iota // device profile (device.Profiles order, modulo)
+	ChoiceKernel             // kernel among those the device takes, modulo
+	ChoiceInit               // bit 0 no write timeout, 1-2 write timeout, 3 keep reset sessions, 4-5 read chunk, 6-7 metrics interval
+	ChoiceHostd              // bit 0 session first
+	ChoiceSeed               // the world's seed, minus one
+	ChoiceTotal              // bits 0-2: the writer's total bytes
+	ChoiceSize               // bits 0-2: its write size
+	ChoiceEvery              // bits 0-5: milliseconds between writes
+	ChoiceFault              // 240 and up: drop-tx, n from bits 0-1, min-len from bits 2-3
+	ChoiceCycles             // bits 0-2: suspend/resume cycles after boot
+	ChoiceDwell              // bits 0-4: dwell before each, x 100 ms
+	ChoicePause              // bits 0-4: pause, x 100 ms, plus 100 ms
+	ChoiceReset              // bit 0: a device reset after the cycles, where the device implements one
+	ChoiceProbes             // bits 0-1: host connects to init's API after the cycles and the reset
+	ChoiceStream             // bits 0-1: 1 the host writes a stream to a guest reader, 2 the guest to a host reader; else none
+	ChoiceStreamTotal        // bits 0-2: the stream's total bytes
+	ChoiceStreamSize         // bits 0-2: its write size
+	ChoiceStreamEvery        // bits 0-1: the interval between its writes
+	ChoiceReadSize           // bits 0-2: the reader's read size
+	ChoiceReadEvery          // bits 0-2: the reader's read interval, or a reader that never reads
+	ChoiceRcvlowat           // bits 0-1: SO_RCVLOWAT of a guest reader
 	NumChoices
 )
 
@@ -80,22 +135,15 @@ const (
 func bits(b byte, shift, n uint) int { return int(b >> shift & (1<<n - 1)) }
 
 // DecodeWorld turns the fuzzer's choices into a configuration. Every input
-// decodes to a valid configuration: the kernel is picked among those whose
-// receive buffers the device takes (emu.RXCompatible), so no input is
-// wasted on a world that cannot be built.
+// decodes to a valid configuration. Every kernel pairs with every device,
+// those whose receive buffers the device rejects (emu.RXCompatible false)
+// included: such a pairing is a configuration a user can run, and the
+// oracles judge what becomes of it.
 func DecodeWorld(c Choices) World {
 	var w World
 	dev := worldDevices[int(c[ChoiceDevice])%len(worldDevices)]
-	var kernels []string
-	for _, k := range guest.Profiles() {
-		if emu.RXCompatible(dev, k) {
-			kernels = append(kernels, k.Name)
-		}
-	}
 	w.Device = dev.Name
-	if len(kernels) > 0 {
-		w.Kernel = kernels[int(c[ChoiceKernel])%len(kernels)]
-	}
+	w.Kernel = worldKernels[int(c[ChoiceKernel])%len(worldKernels)].Name
 	in := c[ChoiceInit]
 	w.NoWriteTimeout = bits(in, 0, 1) == 1
 	if !w.NoWriteTimeout {
@@ -118,6 +166,26 @@ func DecodeWorld(c Choices) World {
 	w.Cycles = bits(c[ChoiceCycles], 0, 3)
 	w.Dwell = time.Duration(bits(c[ChoiceDwell], 0, 5)) * 100 * time.Millisecond
 	w.Pause = time.Duration(1+bits(c[ChoicePause], 0, 5)) * 100 * time.Millisecond
+
+	w.DeviceReset = bits(c[ChoiceReset], 0, 1) == 1 && dev.ResetInPlace
+	w.Probes = bits(c[ChoiceProbes], 0, 2)
+
+	if dir := bits(c[ChoiceStream], 0, 2); dir == 1 || dir == 2 {
+		w.StreamFromGuest = dir == 2
+		w.StreamSize = streamSizes[bits(c[ChoiceStreamSize], 0, 3)]
+		w.StreamTotal = min(streamTotals[bits(c[ChoiceStreamTotal], 0, 3)], w.StreamSize*maxStreamWrites)
+		w.StreamSize = min(w.StreamSize, w.StreamTotal)
+		w.StreamEvery = streamEverys[bits(c[ChoiceStreamEvery], 0, 2)]
+		if every := streamReadEverys[bits(c[ChoiceReadEvery], 0, 3)]; every < 0 {
+			w.Unread = true
+		} else {
+			w.ReadEvery = every
+			w.ReadSize = streamReadSizes[bits(c[ChoiceReadSize], 0, 3)]
+			if !w.StreamFromGuest {
+				w.Rcvlowat = streamRcvlowats[bits(c[ChoiceRcvlowat], 0, 2)]
+			}
+		}
+	}
 	return w
 }
 
@@ -133,7 +201,40 @@ func (w World) String() string {
 	if w.Cycles > 0 {
 		fmt.Fprintf(&b, "; %d suspend/resume cycles, dwell %s, pause %s", w.Cycles, w.Dwell, w.Pause)
 	}
+	if w.DeviceReset {
+		b.WriteString("; device reset")
+	}
+	if w.Probes > 0 {
+		fmt.Fprintf(&b, "; %d connects to init's API", w.Probes)
+	}
+	if w.StreamTotal > 0 {
+		b.WriteString("; " + w.streamArgs())
+	}
 	return b.String()
+}
+
+func (w World) streamArgs() string {
+	from, port := "host", streamGuestPort
+	if w.StreamFromGuest {
+		from, port = "guest", streamHostPort
+	}
+	s := fmt.Sprintf("stream from=%s port=%d total=%d size=%d", from, port, w.StreamTotal, w.StreamSize)
+	if w.StreamEvery > 0 {
+		s += " every=" + w.StreamEvery.String()
+	}
+	if w.Unread {
+		return s + " unread"
+	}
+	if w.ReadSize > 0 {
+		s += fmt.Sprintf(" read=%d", w.ReadSize)
+	}
+	if w.ReadEvery > 0 {
+		s += " read-every=" + w.ReadEvery.String()
+	}
+	if w.Rcvlowat > 0 {
+		s += fmt.Sprintf(" rcvlowat=%d", w.Rcvlowat)
+	}
+	return s
 }
 
 func (w World) initArgs() string {
@@ -169,6 +270,21 @@ func (w World) span() time.Duration {
 	return time.Duration(writes)*w.Every + 30*time.Second
 }
 
+// streamSpan is how long the stream writes and its reader reads at its
+// pace (the stream directive's default read size is 64 KiB), plus 30 s.
+func (w World) streamSpan() time.Duration {
+	if w.StreamTotal == 0 {
+		return 0
+	}
+	writes := (w.StreamTotal + w.StreamSize - 1) / w.StreamSize
+	read := w.ReadSize
+	if read == 0 {
+		read = 64 << 10
+	}
+	reads := (w.StreamTotal + read - 1) / read
+	return time.Duration(writes)*w.StreamEvery + time.Duration(reads)*w.ReadEvery + 30*time.Second
+}
+
 // Trace renders the configuration as a trace file whose last directive is
 // "verdict oracles", without outputs (replay fills them in).
 func (w World) Trace() string {
@@ -185,11 +301,21 @@ func (w World) Trace() string {
 		directive(fmt.Sprintf("fault drop-tx n=%d min-len=%d", w.DropTX, w.DropMinLen))
 	}
 	directive("boot")
-	directive("wait-started")
+	directive("wait-started timeout=" + startTimeout.String())
 	if w.Cycles > 0 {
-		directive(fmt.Sprintf("cycles n=%d dwell=%s pause=%s", w.Cycles, w.Dwell, w.Pause))
+		directive(fmt.Sprintf("cycles n=%d dwell=%s pause=%s timeout=%s", w.Cycles, w.Dwell, w.Pause, startTimeout))
 	}
-	directive("run " + w.span().String())
+	if w.DeviceReset {
+		directive("device-reset")
+		directive("run 1s")
+	}
+	for range w.Probes {
+		directive(fmt.Sprintf("connect port=%d", vsockport.API))
+	}
+	if w.StreamTotal > 0 {
+		directive(w.streamArgs())
+	}
+	directive("run " + max(w.span(), w.streamSpan()).String())
 	directive("report")
 	directive("verdict oracles")
 	return b.String()
@@ -213,9 +339,6 @@ func (f *Finding) Error() string {
 // did not hold; any other error is a bug of the lab or the trace.
 func CheckWorld(r lab.Runner, c Choices) error {
 	w := DecodeWorld(c)
-	if w.Kernel == "" {
-		return nil // no kernel whose buffers this device takes
-	}
 	f, err := replay.Parse("fuzzworld.trace", w.Trace())
 	if err != nil {
 		return fmt.Errorf("configuration %s renders an invalid trace: %v", w, err)
@@ -229,9 +352,9 @@ func CheckWorld(r lab.Runner, c Choices) error {
 			continue
 		}
 		if d.Cmd == "wait-started" || d.Cmd == "cycles" {
-			// hostd's start sequence never finished: a finding, and the
-			// trace shows the error as that directive's output.
-			return &Finding{Oracle: "start-sequence", Why: d.Cmd + ": " + strings.TrimSpace(out), World: w, Trace: res.Text()}
+			// hostd's start sequence did not finish in time: a finding, and
+			// the trace shows the error as that directive's output.
+			return &Finding{Oracle: "start-failed", Why: d.Cmd + ": " + strings.TrimSpace(out), World: w, Trace: res.Text()}
 		}
 		return fmt.Errorf("configuration %s: %s: %s", w, d.Cmd, strings.TrimSpace(out))
 	}
@@ -267,20 +390,48 @@ func WriteFinding(dir string, f *Finding) (string, error) {
 }
 
 // Class names a finding's class by what failed and where: the oracle, the
-// device profile, and the parts of the configuration that are known
-// defects or injected faults rather than choices (init without its write
-// timeout, init keeping reset sessions, a drop-tx fault). Findings of one
-// class share a cause; a triage reads the trace to tell more.
+// device and kernel profiles, and the parts of the configuration that are
+// known defects, injected faults or events rather than tunings (init
+// without its write timeout, init keeping reset sessions, a drop-tx fault,
+// a device reset) and, for the stream oracles, the stream's direction.
+// Findings of one class share a cause; a triage reads the trace to tell
+// more. No class names an incident: a triage maps classes to incidents.
 func (f *Finding) Class() string {
-	c := f.Oracle + "/" + f.World.Device
-	if f.World.NoWriteTimeout {
+	w := f.World
+	c := f.Oracle + "/" + w.Device + "/" + w.Kernel
+	if w.NoWriteTimeout {
 		c += "+no-write-timeout"
 	}
-	if f.World.KeepResetSessions {
+	if w.KeepResetSessions {
 		c += "+keep-reset-sessions"
 	}
-	if f.World.DropTX > 0 {
+	if w.DropTX > 0 {
 		c += "+drop-tx"
 	}
+	if w.DeviceReset {
+		c += "+device-reset"
+	}
+	if strings.HasPrefix(f.Oracle, "stream-") {
+		if w.StreamFromGuest {
+			c += "+from-guest"
+		} else {
+			c += "+from-host"
+		}
+	}
 	return c
+}
+
+// LogFinding appends a line "UNIXNANO CLASS ORACLE" to the findings log at
+// path: a campaign's record of when each class showed (the fuzzer's
+// workers append to one file; each line is one write).
+func LogFinding(path string, f *Finding) error {
+	fd, err := os.OpenFile(path, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(fd, "%d %s %s\n", time.Now().UnixNano(), f.Class(), f.Oracle)
+	if cerr := fd.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }

@@ -26,14 +26,23 @@ import (
 // campaign goes on to the next class. "*" skips every finding: a run that
 // measures throughput (BENCHMARKS.md) must not stop at the first.
 //
+// VSOCKLAB_FINDINGS_LOG (a file) makes a campaign of it: each finding's
+// class is appended to the file with the time (LogFinding) and the input
+// is skipped rather than failed, so that fuzzing goes on without a restart.
+//
 // One byte per choice (Choices), not a []byte: Go does not minimize
 // integers (Go's src/internal/fuzz/minimize.go), and each exec runs a whole system.
 func FuzzWorld(f *testing.F) {
-	f.Add(byte(0), byte(0), byte(0), byte(0), byte(0), byte(0), byte(0), byte(0), byte(0), byte(0), byte(0), byte(0))
-	f.Add(byte(1), byte(0), byte(2), byte(1), byte(0), byte(6), byte(3), byte(10), byte(0), byte(3), byte(20), byte(5))
+	f.Add(byte(0), byte(0), byte(0), byte(0), byte(0), byte(0), byte(0), byte(0), byte(0), byte(0), byte(0), byte(0),
+		byte(0), byte(0), byte(0), byte(0), byte(0), byte(0), byte(0), byte(0), byte(0))
+	f.Add(byte(1), byte(0), byte(2), byte(1), byte(0), byte(6), byte(3), byte(10), byte(0), byte(3), byte(20), byte(5),
+		byte(0), byte(1), byte(1), byte(3), byte(3), byte(1), byte(2), byte(2), byte(0))
 	known := strings.Fields(strings.ReplaceAll(os.Getenv("VSOCKLAB_KNOWN_CLASSES"), ",", " "))
-	f.Fuzz(func(t *testing.T, device, kernel, init, hostd, seed, total, size, every, fault, cycles, dwell, pause byte) {
-		err := CheckWorld(lab.T(t), Choices{device, kernel, init, hostd, seed, total, size, every, fault, cycles, dwell, pause})
+	log := os.Getenv("VSOCKLAB_FINDINGS_LOG")
+	f.Fuzz(func(t *testing.T, device, kernel, init, hostd, seed, total, size, every, fault, cycles, dwell, pause,
+		reset, probes, stream, streamTotal, streamSize, streamEvery, readSize, readEvery, rcvlowat byte) {
+		err := CheckWorld(lab.T(t), Choices{device, kernel, init, hostd, seed, total, size, every, fault, cycles, dwell, pause,
+			reset, probes, stream, streamTotal, streamSize, streamEvery, readSize, readEvery, rcvlowat})
 		var finding *Finding
 		if errors.As(err, &finding) {
 			if slices.Contains(known, finding.Class()) || slices.Contains(known, "*") {
@@ -41,6 +50,12 @@ func FuzzWorld(f *testing.F) {
 			}
 			if path, werr := WriteFinding("testdata/findings", finding); werr == nil {
 				t.Logf("trace written to %s", path)
+			}
+			if log != "" {
+				// A campaign's findings log: note the class and go on
+				// fuzzing, rather than stop at the first failure.
+				require.NoError(t, LogFinding(log, finding))
+				t.Skipf("logged class %s", finding.Class())
 			}
 		}
 		require.NoError(t, err)
@@ -52,7 +67,8 @@ func TestWorldTraceParses(t *testing.T) {
 	for i := range all {
 		all[i] = 0xff
 	}
-	for _, c := range []Choices{{}, all, {1, 0, 2, 1, 0, 6, 3, 10, 0, 3, 20, 5}, {0, 0, 0, 0, 0, 0, 0, 0, 0xff, 7}} {
+	for _, c := range []Choices{{}, all, {1, 0, 2, 1, 0, 6, 3, 10, 0, 3, 20, 5}, {0, 0, 0, 0, 0, 0, 0, 0, 0xff, 7},
+		{5, 0, 8, 0, 0, 0, 0, 0, 0, 2, 0, 0, 1, 3, 1, 7, 0, 1, 0, 7, 0}, {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 6, 6, 2, 2, 2, 3}} {
 		w := DecodeWorld(c)
 		_, err := replay.Parse("w.trace", w.Trace())
 		require.NoError(t, err, "%s", w)

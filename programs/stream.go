@@ -33,6 +33,9 @@ type StreamSpec struct {
 	// Rcvlowat, when set, is SO_RCVLOWAT on the guest reader's socket
 	// (FromHost only).
 	Rcvlowat int
+	// Unread: the reader accepts the connection and never reads it, as a
+	// program that stopped reading does; the writer meets flow control.
+	Unread bool
 }
 
 // StreamStats is what a stream did so far.
@@ -48,6 +51,13 @@ type StreamStats struct {
 	Blocked      bool          // a write is waiting now
 	BlockedSince time.Duration // since when, when Blocked
 	LongestBlock time.Duration // counting a write still waiting
+
+	// Ended: the reader read the end of the stream.
+	Ended bool
+	// ReaderWait is how long the reader has been waiting in a read that
+	// has returned nothing yet (0 when it is not in a read): a reader that
+	// waits while bytes it was sent do not come is a stalled stream.
+	ReaderWait time.Duration
 }
 
 // Stream is a running stream.
@@ -55,9 +65,11 @@ type Stream struct {
 	l    *lab.Lab
 	spec StreamSpec
 
-	mu    sync.Mutex
-	st    StreamStats
-	since time.Duration // when the current write began
+	mu        sync.Mutex
+	st        StreamStats
+	since     time.Duration // when the current write began
+	reading   bool          // the reader is in a read
+	readSince time.Duration // when that read began
 }
 
 // StartStream sets the reader up (its listener is bound before this
@@ -87,6 +99,10 @@ func (s *Stream) read(ln net.Listener) {
 		return
 	}
 	defer c.Close()
+	if s.spec.Unread {
+		<-s.l.Context().Done() // hold the connection open, unread, to the end
+		return
+	}
 	if s.spec.Rcvlowat > 0 {
 		if gc, ok := c.(*lab.Conn); ok {
 			if err := gc.SetRcvlowat(s.spec.Rcvlowat); err != nil {
@@ -103,8 +119,12 @@ func (s *Stream) read(ln net.Listener) {
 		if s.spec.ReadEvery > 0 {
 			time.Sleep(s.spec.ReadEvery)
 		}
+		s.mu.Lock()
+		s.reading, s.readSince = true, s.l.Now()
+		s.mu.Unlock()
 		n, err := c.Read(buf)
 		s.mu.Lock()
+		s.reading = false
 		if s.st.OutOfOrderAt < 0 {
 			if i := pattern.Mismatch(buf[:n], uint64(s.st.Delivered)); i >= 0 {
 				s.st.OutOfOrderAt = s.st.Delivered + i
@@ -113,7 +133,11 @@ func (s *Stream) read(ln net.Listener) {
 		s.st.Delivered += int64(n)
 		s.mu.Unlock()
 		if err != nil {
-			if !errors.Is(err, net.ErrClosed) && !errors.Is(err, io.EOF) {
+			if errors.Is(err, io.EOF) {
+				s.mu.Lock()
+				s.st.Ended = true
+				s.mu.Unlock()
+			} else if !errors.Is(err, net.ErrClosed) {
 				s.setErr(&s.st.ReaderErr, err)
 			}
 			return
@@ -185,6 +209,9 @@ func (s *Stream) Stats() StreamStats {
 	if st.Blocked {
 		st.BlockedSince = s.since
 		st.LongestBlock = max(st.LongestBlock, s.l.Now()-s.since)
+	}
+	if s.reading {
+		st.ReaderWait = s.l.Now() - s.readSince
 	}
 	return st
 }

@@ -122,7 +122,7 @@ var commands = map[string]command{
 	},
 	"stream": {
 		args: map[string]arg{"from": valueA, "port": portA, "total": valueA, "size": valueA, "every": durA,
-			"read": valueA, "read-every": durA, "rcvlowat": valueA},
+			"read": valueA, "read-every": durA, "rcvlowat": valueA, "unread": flagA},
 		check: checkStream,
 		run:   (*scenarioRun).cmdStream,
 	},
@@ -420,6 +420,13 @@ func checkStream(d *trace.Directive) error {
 	}
 	if _, ok := d.Arg("rcvlowat"); ok && from != "host" {
 		return d.Errorf("stream: rcvlowat is set on the guest reader, so it needs from=host")
+	}
+	if _, ok := d.Arg("unread"); ok {
+		for _, key := range []string{"read", "read-every", "rcvlowat"} {
+			if _, set := d.Arg(key); set {
+				return d.Errorf("stream: unread: the reader never reads, so %s has no meaning", key)
+			}
+		}
 	}
 	return nil
 }

@@ -47,7 +47,9 @@ func (sr *scenarioRun) cmdConnect(d *trace.Directive) (string, error) {
 	defer cancel()
 	c, err := hostd.Connect(ctx, func(context.Context) (net.Conn, error) { return sr.l.Host.Dial(sr.l.Host.UDSPath()) }, port)
 	if err != nil {
-		return fmt.Sprintf("connect %d: %v\n", port, err), nil
+		line := fmt.Sprintf("connect %d: %v", port, err)
+		sr.refused = append(sr.refused, line)
+		return line + "\n", nil
 	}
 	if name == "" {
 		c.Close()

@@ -35,6 +35,7 @@ func TestParseErrors(t *testing.T) {
 		{"stream without a port", "world\n----\n\nstream total=1MiB\n----\n", `t.trace:4: stream: port=N is required`},
 		{"stream of a bad size", "world\n----\n\nstream port=1 size=lots\n----\n", `t.trace:4: stream: size=lots: expected a size such as 4096, 64KiB or 1MiB`},
 		{"stream of nothing", "world\n----\n\nstream port=1 total=0\n----\n", `t.trace:4: stream: total must be above 0`},
+		{"stream unread with a read size", "world\n----\n\nstream port=1 unread read=4096\n----\n", `t.trace:4: stream: unread: the reader never reads, so read has no meaning`},
 		{"stream rcvlowat on the host", "world\n----\n\nstream port=1 from=guest rcvlowat=4096\n----\n", `t.trace:4: stream: rcvlowat is set on the guest reader, so it needs from=host`},
 		{"fault of what", "world\n----\n\nfault drop-rx\n----\n", `t.trace:4: fault: expected drop-tx, got "drop-rx"`},
 		{"fault of no packets", "world\n----\n\nfault drop-tx n=0\n----\n", `t.trace:4: fault: n=0: expected an integer from 1 to 2147483648`},

@@ -53,6 +53,14 @@ type Report struct {
 	// without one).
 	Stream      programs.StreamStats
 	StreamTotal int64
+
+	// StartFailures are hostd's start sequences (boot or resume) that gave
+	// up, one line each; DeviceResets counts the device-reset directives;
+	// ConnectFailures are the connect directives that got no connection,
+	// one line each, as the directive printed them.
+	StartFailures   []string
+	DeviceResets    int
+	ConnectFailures []string
 }
 
 // Counters are the packets and payload bytes that crossed the device, by

@@ -64,6 +64,8 @@ type scenarioRun struct {
 	suspended time.Duration // the pauses of the cycles directive: the guest stood still
 	stream    *programs.Stream
 	conns     map[string]*hostd.HybridConn // open connections by name
+	resets    int                          // device-reset directives run
+	refused   []string                     // connect directives that failed
 
 	retain    engine.Kind // the kinds the directives need stored
 	keepShown bool        // a later "timeline all" or a capture reads records again
@@ -315,6 +317,7 @@ func (sr *scenarioRun) cmdDeviceReset(d *trace.Directive) (string, error) {
 	if err := sr.l.Do(func(w *emu.World) error { return w.ResetDevice() }); err != nil {
 		return "", err
 	}
+	sr.resets++
 	return fmt.Sprintf("device reset at %s\n", sr.now()), nil
 }
 
@@ -444,6 +447,7 @@ func (sr *scenarioRun) cmdStream(d *trace.Directive) (string, error) {
 		Total: sizeArg(d, "total", 1<<20), Size: int(sizeArg(d, "size", 64*1024)), Every: durArg(d, "every", 0),
 		ReadSize: int(sizeArg(d, "read", 0)), ReadEvery: durArg(d, "read-every", 0), Rcvlowat: int(sizeArg(d, "rcvlowat", 0)),
 	}
+	_, spec.Unread = d.Arg("unread")
 	st, err := programs.StartStream(sr.l, spec)
 	if err != nil {
 		return "", err
@@ -459,6 +463,8 @@ func (sr *scenarioRun) cmdStream(d *trace.Directive) (string, error) {
 		line += " every " + spec.Every.String()
 	}
 	switch {
+	case spec.Unread:
+		line += fmt.Sprintf("; the %s never reads", reader)
 	case spec.ReadEvery > 0 && spec.ReadSize > 0:
 		line += fmt.Sprintf("; the %s reads %d bytes every %s", reader, spec.ReadSize, spec.ReadEvery)
 	case spec.ReadEvery > 0:
@@ -602,6 +608,14 @@ func (sr *scenarioRun) measure() {
 	}
 	r.LeakedSockets = sr.leaked()
 	r.Suspended = sr.suspended
+	r.StartFailures = nil
+	for i, c := range sr.cycles {
+		if c.N == i && !c.Started && c.Err != "" {
+			r.StartFailures = append(r.StartFailures, fmt.Sprintf("cycle %d: %s", c.N, c.Err))
+		}
+	}
+	r.DeviceResets = sr.resets
+	r.ConnectFailures = slices.Clone(sr.refused)
 	if sr.stream != nil {
 		r.Stream = sr.stream.Stats()
 	}

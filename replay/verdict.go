@@ -109,9 +109,12 @@ type Oracle struct {
 //     plus the time the guest spent suspended;
 //   - stdout-lost: once the workload wrote everything and nothing waits,
 //     every byte it wrote was delivered to hostd or dropped by init, which
-//     warns (a device that loses bytes fails this); runs without resumes;
+//     warns (a device that loses bytes fails this); runs without resumes
+//     or device resets;
 //   - stdout-order: when init dropped nothing, stdout arrived in order,
-//     without duplicates; runs without resumes;
+//     without duplicates; runs without resumes or device resets;
+//   - start-failed: every start sequence of hostd (the boot's and each
+//     resume's) finished: none gave up;
 //   - resume-slow: every resume started within MaxTimeToStarted;
 //   - resume-grows: time-to-started did not rise over growthCycles resumes
 //     in a row;
@@ -121,6 +124,10 @@ type Oracle struct {
 //     nothing more to write, is not yet a leak: its owner learns of the
 //     reset on its next write; one more with every cycle is seed 003's
 //     leak);
+//   - connect-refused: every host connect to a guest port a program
+//     listens on (the connect directive) got its connection;
+//   - stream-connect, stream-corrupt, stream-reset, stream-stalled,
+//     stream-lost: the stream directive's connection (streamOracle);
 //   - device-invariant: the device reported no invariant violation.
 func FailedOracle(r *Report) *Oracle {
 	st := r.Stdout
@@ -134,13 +141,16 @@ func FailedOracle(r *Report) *Oracle {
 	// as the virtio spec has the driver do on VIRTIO_VSOCK_EVENT_TRANSPORT_RESET
 	// (virtio v1.2, 5.10.6.6): no correct system accounts for those bytes,
 	// so the byte oracles judge runs without resumes.
-	resumed := len(r.Resumes) > 0
+	resumed := len(r.Resumes) > 0 || r.DeviceResets > 0
 	if !resumed && !st.Blocked && st.Written == r.WorkloadTotal && st.Delivered+st.DroppedByInit != st.Written {
 		return &Oracle{"stdout-lost", fmt.Sprintf("written %d, delivered %d, dropped by init %d: %d bytes unaccounted for (the device dropped %d)",
 			st.Written, st.Delivered, st.DroppedByInit, st.Written-st.Delivered-st.DroppedByInit, st.DroppedByDevice)}
 	}
 	if !resumed && st.DroppedByInit == 0 && st.OutOfOrderAt >= 0 {
 		return &Oracle{"stdout-order", fmt.Sprintf("stdout out of order or duplicated at byte %d of %d delivered", st.OutOfOrderAt, st.Delivered)}
+	}
+	if len(r.StartFailures) > 0 {
+		return &Oracle{"start-failed", fmt.Sprintf("hostd's start sequence gave up %d times, the first: %s", len(r.StartFailures), r.StartFailures[0])}
 	}
 	for i, v := range r.Resumes {
 		if v > MaxTimeToStarted {
@@ -171,8 +181,56 @@ func FailedOracle(r *Report) *Oracle {
 				i+1-growthCycles, i+1, l[i-growthCycles:i+1])}
 		}
 	}
+	if len(r.ConnectFailures) > 0 {
+		return &Oracle{"connect-refused", fmt.Sprintf("%d host connects to a listening guest port failed, the first: %s", len(r.ConnectFailures), r.ConnectFailures[0])}
+	}
+	if o := streamOracle(r); o != nil {
+		return o
+	}
 	if len(r.Violations) > 0 {
 		return &Oracle{"device-invariant", fmt.Sprintf("%d violations, the first: %s", len(r.Violations), r.Violations[0])}
+	}
+	return nil
+}
+
+// streamOracle checks the stream directive's connection, which runs after
+// every suspension and device reset of the scenario, so nothing may reset
+// it (a stream in a scenario without one holds):
+//
+//   - stream-connect: the writer got its connection to the listening reader;
+//   - stream-corrupt: every byte the reader got is the byte written at that
+//     position (nothing lost, duplicated or reordered in between);
+//   - stream-reset: neither side's reads or writes failed (a flow-controlled
+//     stream makes a writer wait for a slow or absent reader; it does not
+//     reset the connection);
+//   - stream-stalled: the reader has not waited in a read over
+//     MaxUnreportedBlock while written bytes did not come, or while the
+//     writer waited for room (credit the reader's reads should have
+//     returned);
+//   - stream-lost: once the writer wrote everything and the reader read
+//     the end of the stream, the reader got every byte written.
+//
+// A reader that never reads (unread) owes nothing but not resetting: its
+// writer waits, as flow control has it.
+func streamOracle(r *Report) *Oracle {
+	st, total := r.Stream, r.StreamTotal
+	if total == 0 {
+		return nil
+	}
+	switch {
+	case !st.Connected:
+		return &Oracle{"stream-connect", "the stream's writer never connected: " + st.ConnectErr}
+	case st.OutOfOrderAt >= 0:
+		return &Oracle{"stream-corrupt", fmt.Sprintf("byte %d of the stream differs from the byte written there; %d written, %d delivered",
+			st.OutOfOrderAt, st.Written, st.Delivered)}
+	case st.WriterErr != "" || st.ReaderErr != "":
+		return &Oracle{"stream-reset", fmt.Sprintf("the stream failed with neither side closing it: writer %q, reader %q; %d of %d bytes written, %d delivered",
+			st.WriterErr, st.ReaderErr, st.Written, total, st.Delivered)}
+	case st.ReaderWait > MaxUnreportedBlock && (st.Delivered < st.Written || st.Blocked):
+		return &Oracle{"stream-stalled", fmt.Sprintf("the reader has waited %s in a read; %d of %d bytes written, %d delivered, the writer blocked %s",
+			st.ReaderWait, st.Written, total, st.Delivered, st.LongestBlock)}
+	case st.Ended && st.Written == total && st.Delivered != st.Written:
+		return &Oracle{"stream-lost", fmt.Sprintf("the stream ended with %d of %d written bytes delivered", st.Delivered, st.Written)}
 	}
 	return nil
 }
