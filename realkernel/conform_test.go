@@ -317,26 +317,25 @@ func (g labGuest) Dial(cid, port uint32, bufSize uint64) (conform.Conn, error) {
 		}
 		return labConn{c.(*lab.Conn)}, nil
 	}
-	s, err := g.l.Guest.Bind(virtio.PortAny)
-	if err != nil {
-		return nil, err
-	}
-	if err := s.SetVsockBufferSize(bufSize); err != nil {
-		s.Close()
-		return nil, err
-	}
-	c, err := s.Dial(g.l.Context(), uint64(cid), port)
-	if err != nil {
-		s.Close()
-		return nil, err
-	}
-	return labConn{c}, nil
+	return g.dialBound(virtio.PortAny, cid, port, bufSize)
 }
 
 func (g labGuest) DialFrom(local, cid, port uint32) (conform.Conn, error) {
+	return g.dialBound(local, cid, port, 0)
+}
+
+// dialBound binds a socket to local, sets its buffer size unless bufSize
+// is 0, and connects it.
+func (g labGuest) dialBound(local, cid, port uint32, bufSize uint64) (conform.Conn, error) {
 	s, err := g.l.Guest.Bind(local)
 	if err != nil {
 		return nil, err
+	}
+	if bufSize != 0 {
+		if err := s.SetVsockBufferSize(bufSize); err != nil {
+			s.Close()
+			return nil, err
+		}
 	}
 	c, err := s.Dial(g.l.Context(), uint64(cid), port)
 	if err != nil {

@@ -706,21 +706,11 @@ func resetListener(g Guest, port uint32) error {
 		return fmt.Errorf("listen %d: %w", port, err)
 	}
 	defer ln.Close()
-	if err := g.ResetDevice(); err != nil {
-		return fmt.Errorf("reset: %w", err)
-	}
-	ctl, err := g.Dial(2, port, 0)
+	ctl, c, err := acceptAfterReset(g, ln, port, "reset")
 	if err != nil {
-		return fmt.Errorf("control connect: %w", err)
-	}
-	defer ctl.Close()
-	if err := readReport(ctl, connectAccepted); err != nil {
 		return err
 	}
-	c, err := ln.Accept()
-	if err != nil {
-		return fmt.Errorf("accept: %w", err)
-	}
+	defer ctl.Close()
 	defer c.Close()
 	// The host closes its side after the OK line: read to that EOF, so
 	// that the close comes after the device's SHUTDOWN in every run.
@@ -728,6 +718,30 @@ func resetListener(g Guest, port uint32) error {
 		return fmt.Errorf("accepted connection: read to the host's close: %d bytes, %v", n, err)
 	}
 	return nil
+}
+
+// acceptAfterReset resets the device (named what in errors), opens the
+// control connection, waits for the host to report its CONNECT to ln's
+// port accepted, and accepts that connection. The caller closes both
+// connections, in the order its case's packets need.
+func acceptAfterReset(g Guest, ln Listener, port uint32, what string) (ctl, c Conn, err error) {
+	if err := g.ResetDevice(); err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", what, err)
+	}
+	ctl, err = g.Dial(2, port, 0)
+	if err != nil {
+		return nil, nil, fmt.Errorf("control connect: %w", err)
+	}
+	if err := readReport(ctl, connectAccepted); err != nil {
+		ctl.Close()
+		return nil, nil, err
+	}
+	c, err = ln.Accept()
+	if err != nil {
+		ctl.Close()
+		return nil, nil, fmt.Errorf("accept: %w", err)
+	}
+	return ctl, c, nil
 }
 
 // resetLeak: a socket the reset left in TCP_CLOSE, never closed, answers
@@ -738,21 +752,10 @@ func resetLeak(g Guest, port uint32) error {
 		return fmt.Errorf("listen %d: %w", port, err)
 	}
 	defer ln.Close()
-	if err := g.ResetDevice(); err != nil { // the device's ports start again
-		return fmt.Errorf("first reset: %w", err)
-	}
-	ctl, err := g.Dial(2, port, 0)
+	// The first reset starts the device's ports again.
+	ctl, leaked, err := acceptAfterReset(g, ln, port, "first reset")
 	if err != nil {
-		return fmt.Errorf("control connect: %w", err)
-	}
-	if err := readReport(ctl, connectAccepted); err != nil {
-		ctl.Close()
 		return err
-	}
-	leaked, err := ln.Accept()
-	if err != nil {
-		ctl.Close()
-		return fmt.Errorf("accept: %w", err)
 	}
 	defer leaked.Close() // only at the end: until then it leaks
 	if err := g.ResetDevice(); err != nil {
