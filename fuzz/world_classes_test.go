@@ -7,6 +7,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"github.com/vsocklab/vsocklab/emu/guest"
 	"github.com/vsocklab/vsocklab/emu/lab"
+	"github.com/vsocklab/vsocklab/replay"
 )
 
 func kernelIndex(name string) byte {
@@ -77,4 +78,24 @@ func TestWorldReachesTheIncidentClasses(t *testing.T) {
 			require.Equal(t, wc.oracle, f.Oracle, "%v", err)
 		})
 	}
+}
+
+func TestWorldFindsTheWedge(t *testing.T) {
+	// Seed 000's configuration, chosen through the input: Cloud Hypervisor
+	// 50, Linux 6.12.68, init without its write timeout, 64 KiB writes.
+	c := Choices{ChoiceDevice: profileIndex("cloud-hypervisor-50"), ChoiceInit: 1, ChoiceTotal: 6, ChoiceSize: 6, ChoiceEvery: 10}
+	for k := 0; k < 256 && DecodeWorld(c).Kernel != "linux-6.12.68"; k++ {
+		c[ChoiceKernel] = byte(k)
+	}
+	require.Equal(t, "linux-6.12.68", DecodeWorld(c).Kernel)
+	err := CheckWorld(lab.T(t), c)
+	var finding *Finding
+	require.ErrorAs(t, err, &finding)
+	require.Equal(t, "stdout-blocked", finding.Oracle, "%v", err)
+
+	// The finding's trace replays to the same outputs.
+	f, perr := replay.Parse("finding.trace", finding.Trace)
+	require.NoError(t, perr)
+	res := replay.RunFile(lab.T(t), f, replay.Options{})
+	require.Empty(t, res.Diff())
 }

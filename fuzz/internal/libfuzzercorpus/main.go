@@ -3,10 +3,12 @@
 // with go-118-fuzz-build expects, and zips them as OSS-Fuzz wants seed
 // corpora: <fuzzer>_seed_corpus.zip.
 //
-// go-118-fuzz-build hands f.Fuzz its arguments through go-fuzz-headers: a
-// []byte or a string argument is a big-endian u32 length followed by that
-// many bytes. Empty values cannot be encoded (a zero length means 30), so
-// files holding one are skipped.
+// go-118-fuzz-build hands f.Fuzz its arguments through go-fuzz-headers
+// (AdaLogics/go-fuzz-headers consumer.go, GetBytes, GetString, GetByte, at
+// ced1acdcaa24, the version go-118-fuzz-build requires): a []byte or a
+// string argument is a big-endian u32 length followed by that many bytes,
+// a byte argument is one byte. Empty []byte and string values cannot be
+// encoded (a zero length means 30), so files holding one are skipped.
 //
 // Usage: go run ./fuzz/internal/libfuzzercorpus -o out.zip dir
 package main
@@ -111,8 +113,15 @@ func convert(text []byte) ([]byte, bool, error) {
 			lit = line[len("[]byte(") : len(line)-1]
 		case strings.HasPrefix(line, "string(") && strings.HasSuffix(line, ")"):
 			lit = line[len("string(") : len(line)-1]
+		case strings.HasPrefix(line, "byte(") && strings.HasSuffix(line, ")"):
+			b, err := parseByte(line[len("byte(") : len(line)-1])
+			if err != nil {
+				return nil, false, fmt.Errorf("value %q: %w", line, err)
+			}
+			out = append(out, b)
+			continue
 		default:
-			return nil, false, fmt.Errorf("unsupported value %q (only []byte and string)", line)
+			return nil, false, fmt.Errorf("unsupported value %q (only []byte, string and byte)", line)
 		}
 		v, err := strconv.Unquote(lit)
 		if err != nil {
@@ -125,4 +134,26 @@ func convert(text []byte) ([]byte, bool, error) {
 		out = append(out, v...)
 	}
 	return out, true, sc.Err()
+}
+
+// parseByte reads a byte value as Go's fuzzing engine writes it, a
+// character literal (byte('\x02'), byte('a'), byte('\u00ff')), or as a
+// person may, an integer literal (byte(2), byte(0xff)): Go's
+// src/internal/fuzz/encoding.go, parseCorpusValue, accepts both.
+func parseByte(lit string) (byte, error) {
+	if len(lit) >= 2 && lit[0] == '\'' && lit[len(lit)-1] == '\'' {
+		code, _, tail, err := strconv.UnquoteChar(lit[1:len(lit)-1], '\'')
+		if err != nil {
+			return 0, err
+		}
+		if tail != "" {
+			return 0, fmt.Errorf("more than one character in %s", lit)
+		}
+		if code > 0xff {
+			return 0, fmt.Errorf("%s is not a byte", lit)
+		}
+		return byte(code), nil
+	}
+	n, err := strconv.ParseUint(lit, 0, 8)
+	return byte(n), err
 }
