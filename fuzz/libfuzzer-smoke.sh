@@ -1,22 +1,41 @@
 #!/usr/bin/env bash
-# libFuzzer smoke test: build ONE native Go fuzz target of this package into
-# a libFuzzer binary the way OSS-Fuzz / ClusterFuzzLite do (go-118-fuzz-build,
-# then clang -fsanitize=fuzzer), seed it with the committed corpus converted
-# to libFuzzer inputs, and run it for a while.
+# libFuzzer smoke test: build native Go fuzz targets of this package into
+# libFuzzer binaries the way OSS-Fuzz / ClusterFuzzLite do (go-118-fuzz-build,
+# then clang -fsanitize=fuzzer), seed each with its committed corpus
+# converted to libFuzzer inputs, and run each for a while.
 #
-# Usage: fuzz/libfuzzer-smoke.sh [target] [seconds]   (default: the TX
-# chain target, 30 s). Environment: GO118_VERSION (module version of
-# github.com/AdamKorcz/go-118-fuzz-build), WORK (scratch directory).
+# Usage: fuzz/libfuzzer-smoke.sh [target...] [seconds]   (default: the TX
+# chain target, 30 s each). Several targets share one staging, one
+# go get and the instrumented build cache. Environment: GO118_VERSION
+# (module version of github.com/AdamKorcz/go-118-fuzz-build), WORK
+# (scratch directory), VSOCKLAB_KNOWN_CLASSES (default "*": the world
+# target's findings are skipped, see below).
+#
+# The world target searches a space holding buggy devices and inits, and
+# finds some within seconds by design: a smoke of it checks that the
+# binary runs inputs through its bubbles without a crash, so every finding
+# is a known class (VSOCKLAB_KNOWN_CLASSES='*', which the target skips)
+# unless the caller sets VSOCKLAB_KNOWN_CLASSES itself (empty: none).
 #
 # Tools: clang comes from the distribution (apt-get install -y clang, tried
 # when running as root), go-118-fuzz-build from the Go module proxy. When
 # either cannot be had the script prints "skipped: <reason>" and exits 0.
-# It exits non-zero when the build breaks or libFuzzer finds a crash.
-# The repository is never modified: the build runs on a copy.
+# It exits non-zero when a build breaks, libFuzzer finds a crash, or a
+# target executed no input. The repository is never modified: the build
+# runs on a copy.
 set -euo pipefail
 
-target=${1:-FuzzTXChain}
-seconds=${2:-30}
+targets=()
+seconds=30
+for arg in "$@"; do
+  case $arg in
+    Fuzz*) targets+=("$arg") ;;
+    *[!0-9]* | '') echo "usage: $0 [target...] [seconds]"; exit 2 ;;
+    *) seconds=$arg ;;
+  esac
+done
+[ ${#targets[@]} -gt 0 ] || targets=(FuzzTXChain)
+export VSOCKLAB_KNOWN_CLASSES=${VSOCKLAB_KNOWN_CLASSES-*}
 go118=${GO118_VERSION:-v0.0.0-20250520111509-a70c2aa677fa}
 root=$(cd "$(dirname "$0")/.." && pwd)
 work=${WORK:-${TMPDIR:-/tmp}/vsocklab-libfuzzer}
@@ -27,7 +46,9 @@ t0=$(now)
 step() { printf '== %s (%ds)\n' "$*" $(( $(now) - t0 )); }
 
 command -v go >/dev/null || skip "no go toolchain in PATH"
-[ -d "$root/fuzz/testdata/fuzz/$target" ] || { echo "no corpus for $target under fuzz/testdata/fuzz"; exit 2; }
+for target in "${targets[@]}"; do
+  [ -d "$root/fuzz/testdata/fuzz/$target" ] || { echo "no corpus for $target under fuzz/testdata/fuzz"; exit 2; }
+done
 
 step "clang"
 if ! command -v clang >/dev/null; then
@@ -57,21 +78,38 @@ cd "$work/src"
 go get "github.com/AdamKorcz/go-118-fuzz-build/testing@$go118" >"$work/get.log" 2>&1 ||
   skip "github.com/AdamKorcz/go-118-fuzz-build/testing@$go118 not fetchable (log: $work/get.log)"
 
-step "go-118-fuzz-build -func $target"
-"$work/bin/go-118-fuzz-build" -tags gofuzz -o "$work/$target.a" -func "$target" ./fuzz
+rc=0
+for target in "${targets[@]}"; do
+  step "go-118-fuzz-build -func $target"
+  "$work/bin/go-118-fuzz-build" -tags gofuzz -o "$work/$target.a" -func "$target" ./fuzz
 
-step "clang -fsanitize=fuzzer"
-clang -fsanitize=fuzzer "$work/$target.a" -o "$work/$target" -lpthread -lresolv
+  step "clang -fsanitize=fuzzer"
+  clang -fsanitize=fuzzer "$work/$target.a" -o "$work/$target" -lpthread -lresolv
 
-step "seed corpus"
-go run ./fuzz/internal/libfuzzercorpus -o "$work/${target}_seed_corpus.zip" -raw "$work/corpus" "fuzz/testdata/fuzz/$target"
+  step "seed corpus"
+  mkdir -p "$work/corpus/$target"
+  go run ./fuzz/internal/libfuzzercorpus -o "$work/${target}_seed_corpus.zip" -raw "$work/corpus/$target" "fuzz/testdata/fuzz/$target"
 
-step "running $target for ${seconds}s"
-set +e
-"$work/$target" -max_total_time="$seconds" -print_final_stats=1 -artifact_prefix="$work/" \
-  "$work/corpus" >"$work/run.log" 2>&1
-rc=$?
-set -e
-grep -E '^#[0-9]+.*(INITED|DONE|pulse)|stat::number_of_executed_units|stat::average_exec_per_sec|stat::new_units_added|ERROR|panic' "$work/run.log" | tail -12 || true
-step "done: exit status $rc (log: $work/run.log, binary: $work/$target)"
+  # The world target reads one byte per choice: longer inputs mean the
+  # same, shorter ones run nothing (.clusterfuzzlite/build.sh ships the
+  # same bound as FuzzWorld.options).
+  opts=()
+  [ "$target" = FuzzWorld ] && opts+=(-max_len=21)
+
+  step "running $target for ${seconds}s (VSOCKLAB_KNOWN_CLASSES='$VSOCKLAB_KNOWN_CLASSES')"
+  set +e
+  # From $work: a world finding's trace goes to ./testdata/findings.
+  (cd "$work" && "./$target" -max_total_time="$seconds" -print_final_stats=1 -artifact_prefix="$work/$target-" \
+    "${opts[@]}" "corpus/$target") >"$work/$target.log" 2>&1
+  trc=$?
+  set -e
+  grep -E '^#[0-9]+.*(INITED|DONE|pulse)|stat::number_of_executed_units|stat::average_exec_per_sec|stat::new_units_added|stat::peak_rss_mb|ERROR|panic' "$work/$target.log" | tail -12 || true
+  execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$work/$target.log")
+  if [ "$trc" = 0 ] && [ "${execs:-0}" -eq 0 ]; then
+    echo "$target executed no input (log: $work/$target.log)"
+    trc=1
+  fi
+  step "$target: exit status $trc, ${execs:-no} inputs executed (log: $work/$target.log, binary: $work/$target)"
+  [ "$trc" = 0 ] || rc=$trc
+done
 exit "$rc"
