@@ -25,8 +25,10 @@ import (
 //
 //   - Bubbles exist only under the testing framework (synctest.Test needs
 //     a *testing.T). Test and Run take the test's T; Main lets a program such as
-//     vsocklab replay run its work as the only test of its process.
-//     Library code that only needs bubbles takes a Runner.
+//     vsocklab replay run its work as the only test of its process; Hosted
+//     (hosted.go) serves runs to a process whose main is not its own, such
+//     as a libFuzzer binary. Library code that only needs bubbles takes a
+//     Runner.
 //   - One bubble at a time (bubbles, a process-wide mutex):
 //     hashicorp/yamux v0.1.2 keeps timers in a package-level sync.Pool, so
 //     two bubbles using yamux at once would trade timers, and touching
@@ -50,7 +52,8 @@ import (
 // Runner runs a scenario in a synctest bubble with a fresh world, as Run
 // does. Library code that only needs bubbles (trace replay, the system
 // checks) takes a Runner instead of a *testing.T: a test gets one from T,
-// a program from Main.
+// a program from Main, or from Hosted when it cannot give Main its main
+// goroutine.
 type Runner interface {
 	Run(cfg Config, scenario func(l *Lab)) *Result
 }
