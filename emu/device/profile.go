@@ -216,9 +216,9 @@ type Profile struct {
 	// NoSnapshot: no VMM can snapshot a VM with this device, so a world
 	// refuses to suspend (emu.World.Suspend gives ErrSnapshotUnsupported).
 	// vhost-device-vsock: QEMU registers its vhost-user-vsock front-end as
-	// unmigratable (hw/virtio/vhost-user-vsock.c, vuv_vmstate
-	// .unmigratable = 1, qemu 9e3903136d9a), and savevm and migration both
-	// refuse such a device.
+	// unmigratable (QEMU v7.2.0 hw/virtio/vhost-user-vsock.c, vuv_vmstate
+	// .unmigratable = 1; docs/sources.md#qemu-vhost-user-vsock), and savevm
+	// and migration both refuse such a device.
 	NoSnapshot bool
 	// ResumeSignalsEventQueue: the resume kick raises the event-queue
 	// interrupt so the guest sees the reset (FC v1.10.0+ device_manager
