@@ -23,6 +23,8 @@ var quickScenarios = map[string]bool{
 	"rcvlowat-7.1-rc3":   true, // rx-queue-limit-credit-leak
 	"unread-7.0-reset":   true, // enobufs-reset
 	"vd-6.17-stream-32k": true, // vd-nonlinear-tx
+	"fc1.5-5.15":         true, // fc-rx-single-descriptor
+	"fc1.14-restore":     true, // ch-restore-stale-socket
 }
 
 func isQuick(name string) bool { return quickScenarios[name] || raceScenarios[name] }
