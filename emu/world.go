@@ -262,13 +262,17 @@ func (w *World) Cycles() int { return w.cycles }
 // Suspend pauses the guest and snapshots the device as Firecracker does:
 // the device posts TRANSPORT_RESET on the event queue (the frozen guest
 // will see it on resume), then its process is gone with every host-side
-// connection.
+// connection. A device no VMM can snapshot (device.Profile.NoSnapshot)
+// gives device.ErrSnapshotUnsupported, and the VM keeps running.
 func (w *World) Suspend() error {
 	if w.external {
 		return fmt.Errorf("suspend: the guest is external (StopRings stops its rings)")
 	}
 	if w.suspended {
 		return fmt.Errorf("suspend: already suspended")
+	}
+	if w.devProf.NoSnapshot {
+		return fmt.Errorf("suspend: %s: %w", w.devProf.Name, device.ErrSnapshotUnsupported)
 	}
 	w.Eng.Logf(engine.KindWorld, "world", "suspend (cycle %d)", w.cycles+1)
 	w.Guest.Freeze()

@@ -982,3 +982,25 @@ func TestNewZeroesGivenMemory(t *testing.T) {
 	_, err = emu.New(emu.Config{MemSize: 2 * size, Memory: mem})
 	require.ErrorContains(t, err, "Config.Memory does not span exactly [0, 8388608)")
 }
+
+// QEMU's vhost-user-vsock is unmigratable (device.Profile.NoSnapshot): a
+// world with vhost-device-vsock refuses to suspend and keeps running, its
+// connections untouched.
+func TestWorldSuspendRefusedWithoutSnapshots(t *testing.T) {
+	w := newWorld(t, emu.Config{Device: "vhost-device-vsock", Kernel: "linux-6.12.67"})
+	l := guestListen(t, w, 10000)
+	hc, child, _ := hostInitiated(t, w, l)
+	err := w.Suspend()
+	require.ErrorIs(t, err, device.ErrSnapshotUnsupported)
+	require.ErrorContains(t, err, "vhost-device-vsock")
+	require.False(t, w.Suspended())
+	require.ErrorContains(t, w.Resume(), "not suspended")
+
+	_, err = hc.Write([]byte("ping"))
+	require.NoError(t, err)
+	w.Settle()
+	buf := make([]byte, 8)
+	n, err := w.Guest.Recv(child, buf, false)
+	require.NoError(t, err)
+	require.Equal(t, "ping", string(buf[:n]))
+}

@@ -116,7 +116,7 @@ const (
 	ChoiceSize               // bits 0-2: its write size
 	ChoiceEvery              // bits 0-5: milliseconds between writes
 	ChoiceFault              // 240 and up: drop-tx, n from bits 0-1, min-len from bits 2-3
-	ChoiceCycles             // bits 0-2: suspend/resume cycles after boot
+	ChoiceCycles             // bits 0-2: suspend/resume cycles after boot, where a VMM can snapshot the device
 	ChoiceDwell              // bits 0-4: dwell before each, x 100 ms
 	ChoicePause              // bits 0-4: pause, x 100 ms, plus 100 ms
 	ChoiceReset              // bit 0: a device reset after the cycles, where the device implements one
@@ -163,7 +163,9 @@ func DecodeWorld(c Choices) World {
 		w.DropMinLen = worldDropMinLens[bits(f, 2, 2)]
 	}
 
-	w.Cycles = bits(c[ChoiceCycles], 0, 3)
+	if !dev.NoSnapshot {
+		w.Cycles = bits(c[ChoiceCycles], 0, 3)
+	}
 	w.Dwell = time.Duration(bits(c[ChoiceDwell], 0, 5)) * 100 * time.Millisecond
 	w.Pause = time.Duration(1+bits(c[ChoicePause], 0, 5)) * 100 * time.Millisecond
 

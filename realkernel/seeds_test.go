@@ -147,6 +147,11 @@ func TestSeed000(t *testing.T) {
 		{"6.12/cloud-hypervisor-51", "6.12", "cloud-hypervisor-51", 0, "ok"},
 		{"6.1/cloud-hypervisor-50", "6.1", "cloud-hypervisor-50", 0, "ok"},
 		{"6.12/cloud-hypervisor-50/write-timeout", "6.12", "cloud-hypervisor-50", time.Second, "degraded"},
+		// The same wedge on vhost-device-vsock, whose TX parse also wants one
+		// data descriptor (testdata/incidents/vd-nonlinear-tx.trace), and
+		// 6.1, which never sends page fragments.
+		{"6.12/vhost-device-vsock", "6.12", "vhost-device-vsock", 0, "wedged"},
+		{"6.1/vhost-device-vsock", "6.1", "vhost-device-vsock", 0, "ok"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := runStdout(t, e, tc.series, tc.device, tc.writeTimeout)

@@ -17,11 +17,14 @@ import (
 // the whole library; TestIncidentsReplayAsWritten always does. Under the
 // race detector the sample is raceScenarios, as before.
 var quickScenarios = map[string]bool{
-	"ch34-linux-5.15":  true, // ch-rx-single-descriptor: its wedge loops 13,000 times a second
-	"main-leaky-init":  true, // device-reset-ports
-	"fc1.13-6.12.68":   true, // fc-partial-write-dup
-	"rcvlowat-7.1-rc3": true, // rx-queue-limit-credit-leak
-	"unread-7.0-reset": true, // enobufs-reset
+	"ch34-linux-5.15":    true, // ch-rx-single-descriptor: its wedge loops 13,000 times a second
+	"main-leaky-init":    true, // device-reset-ports
+	"fc1.13-6.12.68":     true, // fc-partial-write-dup
+	"rcvlowat-7.1-rc3":   true, // rx-queue-limit-credit-leak
+	"unread-7.0-reset":   true, // enobufs-reset
+	"vd-6.17-stream-32k": true, // vd-nonlinear-tx
+	"fc1.5-5.15":         true, // fc-rx-single-descriptor
+	"fc1.14-restore":     true, // ch-restore-stale-socket
 }
 
 func isQuick(name string) bool { return quickScenarios[name] || raceScenarios[name] }

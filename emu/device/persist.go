@@ -213,6 +213,10 @@ func (d *Device) Resume() {
 // every released version).
 var ErrResetUnsupported = errors.New("device: this device cannot be reset (VirtioDevice::_reset returns false)")
 
+// ErrSnapshotUnsupported is what suspending a VM gives on a profile whose
+// VMM cannot snapshot it (Profile.NoSnapshot).
+var ErrSnapshotUnsupported = errors.New("device: no VMM can snapshot a VM with this device")
+
 // Reset is a virtio device reset (the driver writes status 0, as when it
 // unbinds and binds again) as Firecracker main implements it (c4fdd7c90
 // "virtio: vsock: Implement device reset": device.rs _reset and

@@ -213,6 +213,13 @@ type Profile struct {
 	// 65c2ec472; docs/sources.md#fc-polled-evset).
 	KillClearsTxBuf bool
 	Reset           ResetEvent
+	// NoSnapshot: no VMM can snapshot a VM with this device, so a world
+	// refuses to suspend (emu.World.Suspend gives ErrSnapshotUnsupported).
+	// vhost-device-vsock: QEMU registers its vhost-user-vsock front-end as
+	// unmigratable (QEMU v7.2.0 hw/virtio/vhost-user-vsock.c, vuv_vmstate
+	// .unmigratable = 1; docs/sources.md#qemu-vhost-user-vsock), and savevm
+	// and migration both refuse such a device.
+	NoSnapshot bool
 	// ResumeSignalsEventQueue: the resume kick raises the event-queue
 	// interrupt so the guest sees the reset (FC v1.10.0+ device_manager
 	// "kick vsock", the device's kick() from v1.13.0; docs/sources.md#fc-reset-on-snapshot).
@@ -386,6 +393,7 @@ var profiles = []Profile{
 		LeakBadTXChains:       true,
 		Ports:                 PortsFromZero,
 		Reset:                 ResetNone,
+		NoSnapshot:            true,
 		Checks:                ChecksVhostUser,
 		ConnectLine:           LineBufReader,
 		Ack:                   AckPeerPort,
