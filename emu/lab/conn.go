@@ -169,13 +169,14 @@ func (c *Conn) takeOp(cached *connOp, newOp func() *connOp) *connOp {
 
 // run submits the op's request for p and returns its results. When it
 // returns, the driver holds the request nowhere: a request is dropped from
-// every list before its done channel is closed, and do returns only then
-// (or without queuing it at all).
+// every list before its owner is woken, and do returns only then (or
+// without queuing it at all). The request keeps its done channel, which
+// holds no signal between calls.
 func (op *connOp) run(c *Conn, p []byte) (int, error) {
 	op.p, op.n, op.err = p, 0, nil
 	r := &op.r
 	r.obj, r.guest = c.b.object(), c.b.guestSide()
-	r.done, r.parked, r.parkedAt, r.seq = nil, false, 0, 0
+	r.parked, r.parkedAt, r.seq = false, 0, 0
 	c.d.do(r)
 	n, err := op.n, op.err
 	op.p = nil
