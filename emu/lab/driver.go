@@ -59,6 +59,10 @@ type request struct {
 	obj   any    // world object whose readiness retries the request; nil if it never parks
 	guest bool   // acts on the guest: held while the VM is suspended
 	desc  string // for leak reports
+	// describe, when set, makes desc once the request waits (parked or
+	// held), the only time anything reads it: for requests made call
+	// after call whose description would cost more than the call.
+	describe func() string
 
 	// attempt tries the operation; cont says it is a retry after parking.
 	// It returns true when the request is complete (successfully or not).
@@ -91,6 +95,13 @@ type request struct {
 	done     chan struct{}
 	parkedAt time.Duration
 	parked   bool
+}
+
+// described fills in desc from describe, for a request about to wait.
+func (r *request) described() {
+	if r.describe != nil {
+		r.desc = r.describe()
+	}
 }
 
 // wake tells the owner of a completed request, blocked in do or doQuiet,
@@ -459,6 +470,7 @@ func (d *driver) failNow(obj any, err error) {
 // apply runs a new request for the first time.
 func (d *driver) apply(r *request) {
 	if r.guest && d.w.Suspended() {
+		r.described()
 		d.held = append(d.held, r)
 		return
 	}
@@ -471,6 +483,7 @@ func (d *driver) apply(r *request) {
 		d.complete(r)
 		return
 	}
+	r.described()
 	if r.obj == nil {
 		panic("lab: a request without an object cannot park: " + r.desc)
 	}
