@@ -73,6 +73,10 @@ type Conn struct {
 	closed bool
 
 	readOp, writeOp *connOp // see connOp
+	// deadline is the request setDeadline posts, a copy each time:
+	// programs set deadlines around most reads and writes, and building
+	// its description and closures per call cost more than the call.
+	deadline request
 }
 
 func (c *Conn) isClosed() bool {
@@ -93,6 +97,9 @@ func (d *driver) newConn(b backend, network string, local, remote net.Addr) *Con
 	c := &Conn{d: d, id: d.newID(), b: b, network: network, local: local, remote: remote}
 	c.name = fmt.Sprintf("%s conn %d %s->%s", network, c.id, local, remote)
 	c.readOp, c.writeOp = c.newReadOp(), c.newWriteOp()
+	c.deadline = *c.request(opDeadline, "SetDeadline")
+	c.deadline.attempt = func(bool) bool { return true }
+	c.deadline.fail = func(error) {}
 	return c
 }
 
@@ -332,9 +339,8 @@ func (c *Conn) setDeadline(read, write bool, t time.Time) error {
 	c.mu.Unlock()
 	// Tell the driver, so that a parked read or write sees the new
 	// deadline now.
-	r := c.request(opDeadline, "SetDeadline")
-	r.attempt = func(bool) bool { return true }
-	r.fail = func(error) {}
+	r := new(request)
+	*r = c.deadline
 	c.d.post(r)
 	return nil
 }
