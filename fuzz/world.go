@@ -358,8 +358,12 @@ func CheckWorld(r lab.Runner, c Choices) error {
 	return judgeWorld(w, res)
 }
 
-// judgeWorld is CheckWorld's verdict on a replay of w's trace, or of a
-// finding's trace (which then judges the same).
+// judgeWorld is CheckWorld's verdict on a replay of w's trace with
+// StopAtError, or of a finding's trace the same way (which judges the
+// same). A resume's start sequence that never finished (cycles) counts as
+// start-failed as the boot's does, after cycles that did: the earlier
+// check, which read the first output starting with "error:", missed it
+// behind the cycles' lines (none of 2,000 random configurations had one).
 func judgeWorld(w World, res *replay.Result) error {
 	sc := res.Scenarios[0]
 	var stop *replay.DirectiveError
