@@ -1,11 +1,13 @@
 package fuzz
 
 import (
+	"encoding/hex"
 	"errors"
 	"math/rand/v2"
 	"os"
 	"testing"
 
+	"github.com/stretchr/testify/require"
 	"github.com/vsocklab/vsocklab/emu/lab"
 )
 
@@ -28,11 +30,21 @@ func worldBenchChoices(n int) []Choices {
 // testing.Benchmark with its own T for the bubbles. Run with
 // VSOCKLAB_BENCH=1 go test -run TestCheckWorldBench -v ./fuzz (add
 // -cpuprofile to profile); recorded in BENCHMARKS.md.
+// VSOCKLAB_BENCH_WORLD=<42 hex digits> measures that one configuration
+// (its Choices) instead: 000000000000000000000000000000000000000000 is
+// the all-zero configuration, the cheapest boot.
 func TestCheckWorldBench(t *testing.T) {
 	if os.Getenv("VSOCKLAB_BENCH") == "" {
 		t.Skip("set VSOCKLAB_BENCH=1 to measure")
 	}
 	cs := worldBenchChoices(64)
+	if h := os.Getenv("VSOCKLAB_BENCH_WORLD"); h != "" {
+		b, err := hex.DecodeString(h)
+		require.NoError(t, err, "VSOCKLAB_BENCH_WORLD")
+		require.Len(t, b, NumChoices, "VSOCKLAB_BENCH_WORLD: one byte (two hex digits) per choice")
+		cs = []Choices{Choices(b)}
+		t.Logf("one configuration: %s", DecodeWorld(cs[0]))
+	}
 	findings := 0
 	r := testing.Benchmark(func(b *testing.B) {
 		b.ReportAllocs()

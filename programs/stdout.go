@@ -1,11 +1,12 @@
 package programs
 
 import (
+	"sync"
 	"time"
 
 	"github.com/vsocklab/vsocklab/emu"
-	"github.com/vsocklab/vsocklab/guestinit/labenv"
 	"github.com/vsocklab/vsocklab/hostd"
+	"github.com/vsocklab/vsocklab/internal/pattern"
 )
 
 // Stdout is where the workload's stdout went: every byte written is
@@ -26,6 +27,36 @@ type Stdout struct {
 	BlockedSince time.Duration // since when, when Blocked
 }
 
+// orderCheck finds the first byte of a growing stream that is not the
+// writer's pattern, checking each byte once: the collector only appends
+// to a stream's Data, and a scenario accounts for its stdout several
+// times (each report, each verdict, the end), megabytes each time.
+type orderCheck struct {
+	mu      sync.Mutex
+	checked int   // Data[:checked] has been checked
+	at      int64 // the first wrong byte found, -1 if none
+}
+
+// check returns labenv.CheckPattern(data) for data that extends every
+// earlier data it was given.
+func (c *orderCheck) check(data []byte) int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.checked == 0 {
+		c.at = -1
+	}
+	if c.at >= 0 || len(data) <= c.checked {
+		return c.at
+	}
+	// The writer's pattern from offset checked on (labenv.CheckPattern
+	// checks it from offset 0).
+	if i := pattern.Mismatch(data[c.checked:], uint64(c.checked)); i >= 0 {
+		c.at = int64(c.checked) + i
+	}
+	c.checked = len(data)
+	return c.at
+}
+
 // Stdout accounts for the workload's stdout at the lab's current time.
 func (s *System) Stdout() Stdout {
 	out := Stdout{OutOfOrderAt: -1}
@@ -34,7 +65,7 @@ func (s *System) Stdout() Stdout {
 	}
 	s.Hostd.Collector.Inspect("stdout", func(st hostd.Stream) {
 		out.Delivered = int64(st.Bytes)
-		out.OutOfOrderAt = labenv.CheckPattern(st.Data)
+		out.OutOfOrderAt = s.stdoutOrder.check(st.Data)
 	})
 	is := s.Init.Stats()
 	out.DroppedByInit = int64(is.LogBytesDropped["stdout"])

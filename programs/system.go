@@ -25,6 +25,8 @@ type System struct {
 	Init  *guestinit.Init
 	Env   *labenv.Env
 	Hostd *hostd.Daemon
+
+	stdoutOrder orderCheck // see Stdout
 }
 
 // StartInit starts guestinit with the workload in the guest.

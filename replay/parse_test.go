@@ -117,6 +117,30 @@ func TestRuntimeErrorsArePrinted(t *testing.T) {
 	require.False(t, res.Failed(), "a wait that times out is the story, not a limit")
 }
 
+// With StopAtError, the first directive that fails stops its scenario:
+// the directives after it say they did not run, Err names the directive,
+// and the next scenario runs as usual.
+func TestStopAtErrorStopsAScenario(t *testing.T) {
+	text := "world name=a\n----\n\ninit\nidle\n----\n\nboot\n----\n\nwait-started cycle=1 timeout=1s\n----\n\n" +
+		"run 1h\n----\n\nreport\n----\n\nworld name=b\n----\n\nrun 1s\n----\n"
+	f, err := Parse("t.trace", text)
+	require.NoError(t, err)
+	res := RunFile(lab.T(t), f, Options{StopAtError: true})
+	why := "t.trace:11: wait-started: cycle 1 did not finish within 1s"
+	require.Equal(t, "error: cycle 1 did not finish within 1s\n", res.Outputs[3])
+	require.Equal(t, "error: not run: "+why+"\n", res.Outputs[4])
+	require.Equal(t, "error: not run: "+why+"\n", res.Outputs[5])
+	require.Equal(t, "now 1.000000000\n", res.Outputs[7])
+	require.True(t, res.Failed())
+	var stop *DirectiveError
+	require.ErrorAs(t, res.Scenarios[0].Err, &stop)
+	require.Equal(t, 3, stop.Index)
+	require.Same(t, f.Directives[3], stop.Directive)
+	require.EqualError(t, stop, why)
+	require.Less(t, res.Scenarios[0].End, 2*time.Second, "the hour's run did not run")
+	require.NoError(t, res.Scenarios[1].Err)
+}
+
 // A scenario that reaches its virtual-time limit while it runs stops there
 // with an error; its other directives say they did not run, the next
 // scenario runs as usual, and the result has failed.

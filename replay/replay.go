@@ -49,7 +49,28 @@ type Options struct {
 	// only outputs and verdicts, such as fuzz targets, for which
 	// formatting every record was a tenth of each exec.
 	NoLogHash bool
+	// StopAtError stops a scenario at its first directive that fails (its
+	// output ends with "error: ..."): the directives after it print
+	// "error: not run: ..." and the scenario's Err is a *DirectiveError
+	// naming the directive. For callers whose verdict that directive
+	// decides, such as fuzz.CheckWorld for a start sequence that never
+	// finished: the rest of the scenario cannot change it.
+	StopAtError bool
 }
+
+// DirectiveError is Scenario.Err of a scenario that Options.StopAtError
+// stopped: the directive that failed, and its error.
+type DirectiveError struct {
+	Index     int // in the file's Directives
+	Directive *trace.Directive
+	Err       error
+}
+
+func (e *DirectiveError) Error() string {
+	return fmt.Sprintf("%s: %s: %v", e.Directive.Pos(), e.Directive.Cmd, e.Err)
+}
+
+func (e *DirectiveError) Unwrap() error { return e.Err }
 
 // Default limits of a scenario: a day of virtual time (the slowest
 // incident, 50 growing suspend/resume cycles, passes under two hours) and
@@ -197,8 +218,8 @@ func scenarioBounds(f *trace.File) iter.Seq2[int, int] {
 // RunFile replays every scenario of f, each in its own lab bubble. Errors
 // in a directive (a wait that times out, a limit reached) are printed as its
 // output, "error: ...", so that they are part of the story; a scenario
-// stopped by a limit also has Scenario.Err, and its remaining directives
-// print "error: not run: ...".
+// stopped by a limit (or, with Options.StopAtError, by any error) also has
+// Scenario.Err, and its remaining directives print "error: not run: ...".
 func RunFile(r lab.Runner, f *trace.File, opts Options) *Result {
 	res := &Result{File: f, Outputs: make([]string, len(f.Directives))}
 	began := time.Now()
@@ -216,7 +237,7 @@ func RunFile(r lab.Runner, f *trace.File, opts Options) *Result {
 			sr.l = l
 			sr.start(opts)
 			for i := first; i < last; i++ {
-				res.Outputs[i] = sr.exec(i, f.Directives[i])
+				res.Outputs[i] = sr.exec(i, f.Directives[i], opts.StopAtError)
 			}
 			sr.finish()
 		})
@@ -244,7 +265,8 @@ func RunFile(r lab.Runner, f *trace.File, opts Options) *Result {
 	return res
 }
 
-// Failed reports whether a limit stopped one of the file's scenarios.
+// Failed reports whether a limit (or an error, with Options.StopAtError)
+// stopped one of the file's scenarios.
 func (r *Result) Failed() bool {
 	return slices.ContainsFunc(r.Scenarios, func(sc *Scenario) bool { return sc.Err != nil })
 }

@@ -145,9 +145,10 @@ func (sr *scenarioRun) start(opts Options) {
 	})
 }
 
-// exec runs one directive and returns its output. Once a limit has stopped
-// the scenario, the directives left only say so.
-func (sr *scenarioRun) exec(i int, d *trace.Directive) string {
+// exec runs one directive, the file's i-th, and returns its output. Once a
+// limit has stopped the scenario (or, with stopAtError, a directive that
+// failed), the directives left only say so.
+func (sr *scenarioRun) exec(i int, d *trace.Directive, stopAtError bool) string {
 	if sr.stopped == nil {
 		sr.stopped = sr.clock.over()
 	}
@@ -158,6 +159,9 @@ func (sr *scenarioRun) exec(i int, d *trace.Directive) string {
 	out, err := commands[d.Cmd].run(sr, d)
 	if err != nil {
 		out += "error: " + err.Error() + "\n"
+		if stopAtError && sr.stopped == nil {
+			sr.stopped = &DirectiveError{Index: i, Directive: d, Err: err}
+		}
 	}
 	return out
 }

@@ -73,6 +73,10 @@ type Conn struct {
 	closed bool
 
 	readOp, writeOp *connOp // see connOp
+	// deadline is the request setDeadline posts, a copy each time:
+	// programs set deadlines around most reads and writes, and building
+	// its description and closures per call cost more than the call.
+	deadline request
 }
 
 func (c *Conn) isClosed() bool {
@@ -93,6 +97,9 @@ func (d *driver) newConn(b backend, network string, local, remote net.Addr) *Con
 	c := &Conn{d: d, id: d.newID(), b: b, network: network, local: local, remote: remote}
 	c.name = fmt.Sprintf("%s conn %d %s->%s", network, c.id, local, remote)
 	c.readOp, c.writeOp = c.newReadOp(), c.newWriteOp()
+	c.deadline = *c.request(opDeadline, "SetDeadline")
+	c.deadline.attempt = func(bool) bool { return true }
+	c.deadline.fail = func(error) {}
 	return c
 }
 
@@ -169,13 +176,14 @@ func (c *Conn) takeOp(cached *connOp, newOp func() *connOp) *connOp {
 
 // run submits the op's request for p and returns its results. When it
 // returns, the driver holds the request nowhere: a request is dropped from
-// every list before its done channel is closed, and do returns only then
-// (or without queuing it at all).
+// every list before its owner is woken, and do returns only then (or
+// without queuing it at all). The request keeps its done channel, which
+// holds no signal between calls.
 func (op *connOp) run(c *Conn, p []byte) (int, error) {
 	op.p, op.n, op.err = p, 0, nil
 	r := &op.r
 	r.obj, r.guest = c.b.object(), c.b.guestSide()
-	r.done, r.parked, r.parkedAt, r.seq = nil, false, 0, 0
+	r.parked, r.parkedAt, r.seq = false, 0, 0
 	c.d.do(r)
 	n, err := op.n, op.err
 	op.p = nil
@@ -331,9 +339,8 @@ func (c *Conn) setDeadline(read, write bool, t time.Time) error {
 	c.mu.Unlock()
 	// Tell the driver, so that a parked read or write sees the new
 	// deadline now.
-	r := c.request(opDeadline, "SetDeadline")
-	r.attempt = func(bool) bool { return true }
-	r.fail = func(error) {}
+	r := new(request)
+	*r = c.deadline
 	c.d.post(r)
 	return nil
 }

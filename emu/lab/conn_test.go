@@ -367,3 +367,23 @@ func TestBlockedOperationsAreReported(t *testing.T) {
 	require.Len(t, res.Blocked, 1)
 	require.Equal(t, "Accept on vsock listener vm(3):5000 blocked since    0.000000000", res.Blocked[0].String())
 }
+
+// A pipe write that waits for room, and one held while the VM is
+// suspended, are described as they wait (the write's description is made
+// only then: request.describe).
+func TestBlockedPipeWritesAreReported(t *testing.T) {
+	res := Run(t, Config{}, func(l *Lab) {
+		_, w, err := l.Guest.Pipe()
+		require.NoError(t, err)
+		_, w2, err := l.Guest.Pipe()
+		require.NoError(t, err)
+		go w.Write(make([]byte, 100<<10)) // over the pipe's 64 KiB: waits for a reader
+		time.Sleep(time.Second)
+		require.NoError(t, l.Suspend())
+		go w2.Write(make([]byte, 10))
+		time.Sleep(time.Second)
+	})
+	require.Len(t, res.Blocked, 2)
+	require.Equal(t, "Write of 102400 bytes on pipe 1 blocked since    0.000000000", res.Blocked[0].String())
+	require.Equal(t, "Write of 10 bytes on pipe 2 (held: VM suspended) blocked since    0.000000000", res.Blocked[1].String())
+}

@@ -59,6 +59,10 @@ type request struct {
 	obj   any    // world object whose readiness retries the request; nil if it never parks
 	guest bool   // acts on the guest: held while the VM is suspended
 	desc  string // for leak reports
+	// describe, when set, makes desc once the request waits (parked or
+	// held), the only time anything reads it: for requests made call
+	// after call whose description would cost more than the call.
+	describe func() string
 
 	// attempt tries the operation; cont says it is a retry after parking.
 	// It returns true when the request is complete (successfully or not).
@@ -84,9 +88,31 @@ type request struct {
 	// Session.Close waits for its send loop under shutdownLock).
 	ends func() bool
 
+	// done wakes the owner blocked in do or doQuiet (nil: posted, nobody
+	// waits). It has room for the one signal (wake): a request completes
+	// once, and its owner receives before it submits the request again,
+	// so a request reused call after call (connOp) keeps its channel.
 	done     chan struct{}
 	parkedAt time.Duration
 	parked   bool
+}
+
+// described fills in desc from describe, for a request about to wait.
+func (r *request) described() {
+	if r.describe != nil {
+		r.desc = r.describe()
+	}
+}
+
+// wake tells the owner of a completed request, blocked in do or doQuiet,
+// that it may go on.
+func (r *request) wake() { r.done <- struct{}{} }
+
+// newDone gives r its done channel unless it has one from an earlier call.
+func (r *request) newDone() {
+	if r.done == nil {
+		r.done = make(chan struct{}, 1)
+	}
 }
 
 // expired reports whether r's deadline has passed at now.
@@ -109,9 +135,13 @@ type driver struct {
 	bubble bool
 	maxAt  time.Duration // stop at this virtual time (0: never)
 
-	mu       sync.Mutex
-	pending  []*request
-	posted   []*request
+	mu      sync.Mutex
+	pending []*request
+	posted  []*request
+	// spare are emptied request lists whose arrays the next rounds reuse
+	// for pending and posted: a round takes both lists, and appending to
+	// fresh ones allocated in every round.
+	spare    [2][]*request
 	quiet    []*request // applied once nothing else moves at this instant
 	stopping bool       // asked to stop: the current round is the last
 	stopped  bool       // stopped: requests fail at once
@@ -191,7 +221,7 @@ func (d *driver) wakeLoop() {
 
 // do submits r and blocks until the driver completes it.
 func (d *driver) do(r *request) {
-	r.done = make(chan struct{})
+	r.newDone()
 	d.mu.Lock()
 	if d.stopped {
 		d.mu.Unlock()
@@ -216,7 +246,7 @@ func (d *driver) do(r *request) {
 // doQuiet submits r to run once the current instant has settled, and
 // blocks until it has: see Lab.Observe.
 func (d *driver) doQuiet(r *request) {
-	r.done = make(chan struct{})
+	r.newDone()
 	d.mu.Lock()
 	if d.stopped {
 		d.mu.Unlock()
@@ -292,7 +322,7 @@ func (d *driver) loop() {
 		}
 		d.mu.Lock()
 		posted, batch := d.posted, d.pending
-		d.posted, d.pending = nil, nil
+		d.posted, d.pending = d.spare[0][:0], d.spare[1][:0]
 		stopped := d.stopping
 		if len(posted) == 0 && len(batch) == 0 && len(d.ready) == 0 {
 			// Every program is blocked and nobody waits to be woken: the
@@ -310,11 +340,19 @@ func (d *driver) loop() {
 		byKey := func(a, b *request) int { return a.key.cmp(b.key) }
 		slices.SortStableFunc(posted, byKey)
 		slices.SortStableFunc(batch, byKey)
-		for _, r := range slices.Concat(posted, batch) {
+		for _, r := range posted {
 			d.seq++
 			r.seq = d.seq
 			d.apply(r)
 		}
+		for _, r := range batch {
+			d.seq++
+			r.seq = d.seq
+			d.apply(r)
+		}
+		clear(posted)
+		clear(batch)
+		d.spare = [2][]*request{posted, batch}
 		d.settle()
 		d.expireDeadlines()
 		if d.maxAt > 0 && d.now() >= d.maxAt {
@@ -331,9 +369,14 @@ func (d *driver) loop() {
 				n = len(d.ready)
 			}
 			for _, r := range d.ready[:n] {
-				close(r.done)
+				r.wake()
 			}
-			d.ready = d.ready[n:]
+			// Shift the rest down rather than slice past the woken: the
+			// array is reused, where appending after a moving start
+			// allocated a new one every few rounds.
+			rest := copy(d.ready, d.ready[n:])
+			clear(d.ready[rest:])
+			d.ready = d.ready[:rest]
 			d.mu.Unlock()
 			continue
 		}
@@ -405,7 +448,7 @@ func (d *driver) failNow(obj any, err error) {
 		}
 		r.parked = false
 		r.fail(err)
-		close(r.done)
+		r.wake()
 		return true
 	}
 	d.pending = slices.DeleteFunc(d.pending, drop)
@@ -419,7 +462,7 @@ func (d *driver) failNow(obj any, err error) {
 		if r.obj != obj {
 			return false
 		}
-		close(r.done)
+		r.wake()
 		return true
 	})
 }
@@ -427,6 +470,7 @@ func (d *driver) failNow(obj any, err error) {
 // apply runs a new request for the first time.
 func (d *driver) apply(r *request) {
 	if r.guest && d.w.Suspended() {
+		r.described()
 		d.held = append(d.held, r)
 		return
 	}
@@ -439,6 +483,7 @@ func (d *driver) apply(r *request) {
 		d.complete(r)
 		return
 	}
+	r.described()
 	if r.obj == nil {
 		panic("lab: a request without an object cannot park: " + r.desc)
 	}
@@ -551,12 +596,12 @@ func (d *driver) shutdownLocked() {
 		f()
 	}
 	for _, r := range d.ready { // complete already: their results stand
-		close(r.done)
+		r.wake()
 	}
 	for _, r := range slices.Concat(d.parked, d.held, batch) {
 		r.fail(errLabClosed)
 		if r.done != nil {
-			close(r.done)
+			r.wake()
 		}
 	}
 	d.ready, d.parked, d.held = nil, nil, nil

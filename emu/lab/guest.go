@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"slices"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -228,6 +229,7 @@ func (g *Guest) Pipe() (*PipeReader, *PipeWriter, error) {
 		g.d.pipes = append(g.d.pipes, st)
 		r = &PipeReader{d: g.d, p: p, id: g.d.newID()}
 		w = &PipeWriter{d: g.d, p: p, st: st, id: g.d.newID()}
+		r.op, w.op = r.newReadOp(), w.newWriteOp()
 	})
 	if err != nil {
 		return nil, nil, err
@@ -251,39 +253,79 @@ type PipeReader struct {
 	p      *guest.Pipe
 	id     uint64
 	closed bool
+	op     *pipeOp // the Read op Read reuses (pipeOp)
+}
+
+// pipeOp is one Read or Write in flight on a pipe end: a workload's
+// stdout crosses its pipe write by write, and a fresh request with its
+// closures and description per call was a fifth of a fuzz exec's
+// allocations. Each end keeps one op, as a Conn does (connOp); a call
+// that finds it busy makes its own.
+type pipeOp struct {
+	r    request
+	b    []byte
+	n    int
+	err  error
+	busy atomic.Bool // a call owns the op; only that call touches b, n, err and r
+	own  bool        // the call's own op, not the pipe end's
+}
+
+// takePipeOp returns the end's op when it is free, else a fresh one.
+func takePipeOp(cached *pipeOp, newOp func() *pipeOp) *pipeOp {
+	if cached.busy.CompareAndSwap(false, true) {
+		return cached
+	}
+	op := newOp()
+	op.own = true
+	return op
+}
+
+// run submits the op's request for b and returns its results (see
+// connOp.run).
+func (op *pipeOp) run(d *driver, b []byte) (int, error) {
+	op.b, op.n, op.err = b, 0, nil
+	r := &op.r
+	r.parked, r.parkedAt, r.seq = false, 0, 0
+	d.do(r)
+	n, err := op.n, op.err
+	op.b = nil
+	if !op.own {
+		op.busy.Store(false)
+	}
+	return n, err
 }
 
 // Read blocks until bytes are available or the write end is closed (EOF).
 func (r *PipeReader) Read(b []byte) (int, error) {
-	var n int
-	var err error
-	r.d.do(&request{
-		key: reqKey{obj: r.id, op: opRead}, obj: r.p, guest: true,
-		desc: fmt.Sprintf("Read on pipe %d", r.p.ID),
-		ends: func() bool {
-			if r.closed || !r.p.ReadEnds() {
-				return false
-			}
-			n, err = r.p.Read(b)
-			if err == nil && n == 0 && len(b) > 0 {
-				err = io.EOF
-			}
+	return takePipeOp(r.op, r.newReadOp).run(r.d, b)
+}
+
+func (r *PipeReader) newReadOp() *pipeOp {
+	op := &pipeOp{r: request{key: reqKey{obj: r.id, op: opRead}, obj: r.p, guest: true,
+		desc: fmt.Sprintf("Read on pipe %d", r.p.ID)}}
+	read := func() {
+		op.n, op.err = r.p.Read(op.b)
+		if op.err == nil && op.n == 0 && len(op.b) > 0 {
+			op.err = io.EOF
+		}
+	}
+	op.r.ends = func() bool {
+		if r.closed || !r.p.ReadEnds() {
+			return false
+		}
+		read()
+		return true
+	}
+	op.r.attempt = func(bool) bool {
+		if r.closed {
+			op.err = os.ErrClosed
 			return true
-		},
-		attempt: func(bool) bool {
-			if r.closed {
-				err = os.ErrClosed
-				return true
-			}
-			n, err = r.p.Read(b)
-			if err == nil && n == 0 && len(b) > 0 {
-				err = io.EOF
-			}
-			return !errors.Is(err, syscall.EAGAIN)
-		},
-		fail: func(e error) { err = e },
-	})
-	return n, err
+		}
+		read()
+		return !errors.Is(op.err, syscall.EAGAIN)
+	}
+	op.r.fail = func(e error) { op.err = e }
+	return op
 }
 
 // Close closes the read end; writers get EPIPE.
@@ -306,31 +348,34 @@ type PipeWriter struct {
 	st     *PipeStats
 	id     uint64
 	closed bool
+	op     *pipeOp // the Write op Write reuses (pipeOp)
 }
 
 // Write blocks until every byte is in the pipe, as a blocking pipe write
 // does, and records how long it waited for room.
 func (w *PipeWriter) Write(b []byte) (int, error) {
-	var n int
-	var err error
-	r := &request{
-		key: reqKey{obj: w.id, op: opWrite}, obj: w.p, guest: true,
-		desc: fmt.Sprintf("Write of %d bytes on pipe %d", len(b), w.p.ID),
-	}
+	return takePipeOp(w.op, w.newWriteOp).run(w.d, b)
+}
+
+func (w *PipeWriter) newWriteOp() *pipeOp {
+	op := &pipeOp{r: request{key: reqKey{obj: w.id, op: opWrite}, obj: w.p, guest: true}}
+	r := &op.r
+	// Described only when the write waits (request.describe).
+	r.describe = func() string { return fmt.Sprintf("Write of %d bytes on pipe %d", len(op.b), w.p.ID) }
 	r.attempt = func(bool) bool {
 		if w.closed {
-			err = os.ErrClosed
+			op.err = os.ErrClosed
 			return true
 		}
-		for n < len(b) {
-			m, e := w.p.Write(b[n:])
-			n += m
+		for op.n < len(op.b) {
+			m, e := w.p.Write(op.b[op.n:])
+			op.n += m
 			w.st.Written += uint64(m)
 			if errors.Is(e, syscall.EAGAIN) {
 				return false
 			}
 			if e != nil {
-				err = e
+				op.err = e
 				return true
 			}
 		}
@@ -340,10 +385,10 @@ func (w *PipeWriter) Write(b []byte) (int, error) {
 		return true
 	}
 	r.ends = func() bool {
-		if w.closed || len(b) == 0 || !w.p.WriteFails() {
+		if w.closed || len(op.b) == 0 || !w.p.WriteFails() {
 			return false
 		}
-		_, err = w.p.Write(b)
+		_, op.err = w.p.Write(op.b)
 		return true
 	}
 	r.onPark = func() {
@@ -351,9 +396,8 @@ func (w *PipeWriter) Write(b []byte) (int, error) {
 		w.st.Since = w.d.now()
 		w.st.Blocks++
 	}
-	r.fail = func(e error) { err = e; w.unblocked() }
-	w.d.do(r)
-	return n, err
+	r.fail = func(e error) { op.err = e; w.unblocked() }
+	return op
 }
 
 func (w *PipeWriter) unblocked() {
