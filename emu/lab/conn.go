@@ -72,7 +72,7 @@ type Conn struct {
 	rd, wd time.Time
 	closed bool
 
-	readOp, writeOp *connOp // see connOp
+	readOp, writeOp *ioOp // see ioOp
 	// deadline is the request setDeadline posts, a copy each time:
 	// programs set deadlines around most reads and writes, and building
 	// its description and closures per call cost more than the call.
@@ -133,39 +133,38 @@ func (c *Conn) request(o op, desc string) *request {
 
 // Read implements net.Conn.
 func (c *Conn) Read(p []byte) (int, error) {
-	op := c.takeOp(c.readOp, c.newReadOp)
-	n, err := op.run(c, p)
+	op := takeOp(c.readOp, c.newReadOp)
+	n, err := op.runOn(c, p)
 	return n, opError("read", c.network, c.local, c.remote, err)
 }
 
 // Write implements net.Conn: it returns once every byte is queued, or with
 // the count so far and an error.
 func (c *Conn) Write(p []byte) (int, error) {
-	op := c.takeOp(c.writeOp, c.newWriteOp)
-	n, err := op.run(c, p)
+	op := takeOp(c.writeOp, c.newWriteOp)
+	n, err := op.runOn(c, p)
 	return n, opError("write", c.network, c.local, c.remote, err)
 }
 
-// connOp is one Read or Write in flight on a Conn: the request the driver
-// runs, and the call's buffer and results, which the request's functions
-// read and write. Read and Write are the lab's hottest path: a fresh
-// request with its five closures per call was most of a fuzz exec's
-// allocations. So each Conn keeps one op per direction, made with the
-// Conn and reused by every call that finds it free; a call that finds it
-// busy (net.Conn allows concurrent Reads, and concurrent Writes) makes its
-// own.
-type connOp struct {
+// ioOp is one Read or Write in flight on a Conn or a pipe end: the
+// request the driver runs, and the call's buffer and results, which the
+// request's functions read and write. Read and Write are the lab's hottest
+// path: a fresh request with its closures per call was most of a fuzz
+// exec's allocations. So each Conn keeps one op per direction, and each
+// pipe end one, made with it and reused by every call that finds it free;
+// a call that finds it busy (net.Conn allows concurrent Reads, and
+// concurrent Writes) makes its own.
+type ioOp struct {
 	r    request
-	p    []byte
+	b    []byte
 	n    int
 	err  error
-	busy atomic.Bool // a call owns the op; only that call touches p, n, err and r
-	own  bool        // the call's own op, not the Conn's
+	busy atomic.Bool // a call owns the op; only that call touches b, n, err and r
+	own  bool        // the call's own op, not the cached one
 }
 
-// takeOp returns the Conn's op for one direction when it is free, else a
-// fresh one.
-func (c *Conn) takeOp(cached *connOp, newOp func() *connOp) *connOp {
+// takeOp returns the cached op when it is free, else a fresh one.
+func takeOp(cached *ioOp, newOp func() *ioOp) *ioOp {
 	if cached.busy.CompareAndSwap(false, true) {
 		return cached
 	}
@@ -174,40 +173,46 @@ func (c *Conn) takeOp(cached *connOp, newOp func() *connOp) *connOp {
 	return op
 }
 
-// run submits the op's request for p and returns its results. When it
+// run submits the op's request for b and returns its results. When it
 // returns, the driver holds the request nowhere: a request is dropped from
 // every list before its owner is woken, and do returns only then (or
 // without queuing it at all). The request keeps its done channel, which
 // holds no signal between calls.
-func (op *connOp) run(c *Conn, p []byte) (int, error) {
-	op.p, op.n, op.err = p, 0, nil
+func (op *ioOp) run(d *driver, b []byte) (int, error) {
+	op.b, op.n, op.err = b, 0, nil
 	r := &op.r
-	r.obj, r.guest = c.b.object(), c.b.guestSide()
 	r.parked, r.parkedAt, r.seq = false, 0, 0
-	c.d.do(r)
+	d.do(r)
 	n, err := op.n, op.err
-	op.p = nil
+	op.b = nil
 	if !op.own {
 		op.busy.Store(false)
 	}
 	return n, err
 }
 
-func (c *Conn) newReadOp() *connOp {
-	op := &connOp{r: *c.request(opRead, "Read")}
+// runOn runs op on c: the request acts on c's buffer as it is now (a
+// Conn's object changes when its socket is accepted or reset).
+func (op *ioOp) runOn(c *Conn, b []byte) (int, error) {
+	op.r.obj, op.r.guest = c.b.object(), c.b.guestSide()
+	return op.run(c.d, b)
+}
+
+func (c *Conn) newReadOp() *ioOp {
+	op := &ioOp{r: *c.request(opRead, "Read")}
 	op.r.attempt = func(cont bool) bool {
 		if c.isClosed() {
 			op.err = net.ErrClosed
 			return true
 		}
-		op.n, op.err = c.b.read(op.p, cont)
+		op.n, op.err = c.b.read(op.b, cont)
 		return !errors.Is(op.err, syscall.EAGAIN)
 	}
 	op.r.ends = func() bool {
 		if !c.b.readEnds() {
 			return false
 		}
-		op.n, op.err = c.b.read(op.p, false)
+		op.n, op.err = c.b.read(op.b, false)
 		return true
 	}
 	op.r.deadline = func() time.Time { rd, _ := c.deadlines(); return rd }
@@ -216,15 +221,15 @@ func (c *Conn) newReadOp() *connOp {
 	return op
 }
 
-func (c *Conn) newWriteOp() *connOp {
-	op := &connOp{r: *c.request(opWrite, "Write")}
+func (c *Conn) newWriteOp() *ioOp {
+	op := &ioOp{r: *c.request(opWrite, "Write")}
 	op.r.attempt = func(cont bool) bool {
 		if c.isClosed() {
 			op.err = net.ErrClosed
 			return true
 		}
-		for op.n < len(op.p) {
-			m, e := c.b.write(op.p[op.n:], cont || op.n > 0)
+		for op.n < len(op.b) {
+			m, e := c.b.write(op.b[op.n:], cont || op.n > 0)
 			op.n += m
 			if errors.Is(e, syscall.EAGAIN) {
 				return false
@@ -237,10 +242,10 @@ func (c *Conn) newWriteOp() *connOp {
 		return true
 	}
 	op.r.ends = func() bool {
-		if len(op.p) == 0 || !c.b.writeFails() {
+		if len(op.b) == 0 || !c.b.writeFails() {
 			return false
 		}
-		op.n, op.err = c.b.write(op.p, false)
+		op.n, op.err = c.b.write(op.b, false)
 		return true
 	}
 	op.r.deadline = func() time.Time { _, wd := c.deadlines(); return wd }

@@ -91,7 +91,7 @@ type request struct {
 	// done wakes the owner blocked in do or doQuiet (nil: posted, nobody
 	// waits). It has room for the one signal (wake): a request completes
 	// once, and its owner receives before it submits the request again,
-	// so a request reused call after call (connOp) keeps its channel.
+	// so a request reused call after call (ioOp) keeps its channel.
 	done     chan struct{}
 	parkedAt time.Duration
 	parked   bool

@@ -8,7 +8,6 @@ import (
 	"net"
 	"os"
 	"slices"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -253,55 +252,16 @@ type PipeReader struct {
 	p      *guest.Pipe
 	id     uint64
 	closed bool
-	op     *pipeOp // the Read op Read reuses (pipeOp)
-}
-
-// pipeOp is one Read or Write in flight on a pipe end: a workload's
-// stdout crosses its pipe write by write, and a fresh request with its
-// closures and description per call was a fifth of a fuzz exec's
-// allocations. Each end keeps one op, as a Conn does (connOp); a call
-// that finds it busy makes its own.
-type pipeOp struct {
-	r    request
-	b    []byte
-	n    int
-	err  error
-	busy atomic.Bool // a call owns the op; only that call touches b, n, err and r
-	own  bool        // the call's own op, not the pipe end's
-}
-
-// takePipeOp returns the end's op when it is free, else a fresh one.
-func takePipeOp(cached *pipeOp, newOp func() *pipeOp) *pipeOp {
-	if cached.busy.CompareAndSwap(false, true) {
-		return cached
-	}
-	op := newOp()
-	op.own = true
-	return op
-}
-
-// run submits the op's request for b and returns its results (see
-// connOp.run).
-func (op *pipeOp) run(d *driver, b []byte) (int, error) {
-	op.b, op.n, op.err = b, 0, nil
-	r := &op.r
-	r.parked, r.parkedAt, r.seq = false, 0, 0
-	d.do(r)
-	n, err := op.n, op.err
-	op.b = nil
-	if !op.own {
-		op.busy.Store(false)
-	}
-	return n, err
+	op     *ioOp // the Read op Read reuses (ioOp)
 }
 
 // Read blocks until bytes are available or the write end is closed (EOF).
 func (r *PipeReader) Read(b []byte) (int, error) {
-	return takePipeOp(r.op, r.newReadOp).run(r.d, b)
+	return takeOp(r.op, r.newReadOp).run(r.d, b)
 }
 
-func (r *PipeReader) newReadOp() *pipeOp {
-	op := &pipeOp{r: request{key: reqKey{obj: r.id, op: opRead}, obj: r.p, guest: true,
+func (r *PipeReader) newReadOp() *ioOp {
+	op := &ioOp{r: request{key: reqKey{obj: r.id, op: opRead}, obj: r.p, guest: true,
 		desc: fmt.Sprintf("Read on pipe %d", r.p.ID)}}
 	read := func() {
 		op.n, op.err = r.p.Read(op.b)
@@ -348,17 +308,17 @@ type PipeWriter struct {
 	st     *PipeStats
 	id     uint64
 	closed bool
-	op     *pipeOp // the Write op Write reuses (pipeOp)
+	op     *ioOp // the Write op Write reuses (ioOp)
 }
 
 // Write blocks until every byte is in the pipe, as a blocking pipe write
 // does, and records how long it waited for room.
 func (w *PipeWriter) Write(b []byte) (int, error) {
-	return takePipeOp(w.op, w.newWriteOp).run(w.d, b)
+	return takeOp(w.op, w.newWriteOp).run(w.d, b)
 }
 
-func (w *PipeWriter) newWriteOp() *pipeOp {
-	op := &pipeOp{r: request{key: reqKey{obj: w.id, op: opWrite}, obj: w.p, guest: true}}
+func (w *PipeWriter) newWriteOp() *ioOp {
+	op := &ioOp{r: request{key: reqKey{obj: w.id, op: opWrite}, obj: w.p, guest: true}}
 	r := &op.r
 	// Described only when the write waits (request.describe).
 	r.describe = func() string { return fmt.Sprintf("Write of %d bytes on pipe %d", len(op.b), w.p.ID) }
