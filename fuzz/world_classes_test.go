@@ -65,7 +65,7 @@ var worldCases = []worldCase{
 		map[int]byte{ChoiceInit: 1, ChoiceCycles: 7, ChoiceDwell: 14, ChoicePause: 6, ChoiceProbes: 3}, ""},
 	{"Firecracker #4284 (testdata/incidents/fc-rx-single-descriptor.trace)", "firecracker-1.5", "linux-debian-6.1.192", nil, "start-failed"},
 	{"the same with a two-descriptor kernel", "firecracker-1.5", "linux-5.15", nil, ""},
-	{"Cloud Hypervisor restore, a stale socket (testdata/incidents/ch-restore-stale-socket.trace)", "cloud-hypervisor-51", "linux-6.12.68",
+	{"Cloud Hypervisor restore, a stale socket (testdata/incidents/restore-stale-socket.trace)", "cloud-hypervisor-51", "linux-6.12.68",
 		map[int]byte{ChoiceSeed: 99, ChoiceInit: 0xf0, ChoiceTotal: 7, ChoiceSize: 3, ChoiceEvery: 21, ChoiceCycles: 2, ChoiceDwell: 22, ChoicePause: 8, ChoiceProbes: 2}, "connect-refused"},
 	{"the same on Firecracker 1.14, which posts the reset", "firecracker-1.14", "linux-6.12.68",
 		map[int]byte{ChoiceSeed: 99, ChoiceInit: 0xf0, ChoiceTotal: 7, ChoiceSize: 3, ChoiceEvery: 21, ChoiceCycles: 2, ChoiceDwell: 22, ChoicePause: 8, ChoiceProbes: 2}, ""},

@@ -24,7 +24,7 @@ var quickScenarios = map[string]bool{
 	"unread-7.0-reset":   true, // enobufs-reset
 	"vd-6.17-stream-32k": true, // vd-nonlinear-tx
 	"fc1.5-5.15":         true, // fc-rx-single-descriptor
-	"fc1.14-restore":     true, // ch-restore-stale-socket
+	"fc1.14-restore":     true, // restore-stale-socket
 }
 
 func isQuick(name string) bool { return quickScenarios[name] || raceScenarios[name] }
