@@ -25,6 +25,7 @@ var quickScenarios = map[string]bool{
 	"vd-6.17-stream-32k": true, // vd-nonlinear-tx
 	"fc1.5-5.15":         true, // fc-rx-single-descriptor
 	"fc1.14-restore":     true, // restore-stale-socket
+	"fc1.14-quiet":       true, // close-tail-loss
 }
 
 func isQuick(name string) bool { return quickScenarios[name] || raceScenarios[name] }
