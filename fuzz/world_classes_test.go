@@ -69,6 +69,12 @@ var worldCases = []worldCase{
 		map[int]byte{ChoiceSeed: 99, ChoiceInit: 0xf0, ChoiceTotal: 7, ChoiceSize: 3, ChoiceEvery: 21, ChoiceCycles: 2, ChoiceDwell: 22, ChoicePause: 8, ChoiceProbes: 2}, "connect-refused"},
 	{"the same on Firecracker 1.14, which posts the reset", "firecracker-1.14", "linux-6.12.68",
 		map[int]byte{ChoiceSeed: 99, ChoiceInit: 0xf0, ChoiceTotal: 7, ChoiceSize: 3, ChoiceEvery: 21, ChoiceCycles: 2, ChoiceDwell: 22, ChoicePause: 8, ChoiceProbes: 2}, ""},
+	{"a guest that closes before a slow host reader took its stream (testdata/incidents/close-tail-loss.trace)", "cloud-hypervisor-52", "linux-debian-6.12.117",
+		map[int]byte{ChoiceSeed: 17, ChoiceInit: 0xc9, ChoiceTotal: 6, ChoiceSize: 0, ChoiceEvery: 38, ChoiceCycles: 5, ChoiceDwell: 27, ChoicePause: 7,
+			ChoiceStream: 2, ChoiceStreamTotal: 4, ChoiceStreamSize: 5, ChoiceStreamEvery: 1, ChoiceReadSize: 1, ChoiceReadEvery: 3}, "stream-lost"},
+	{"the same with a reader that keeps up", "cloud-hypervisor-52", "linux-debian-6.12.117",
+		map[int]byte{ChoiceSeed: 17, ChoiceInit: 0xc9, ChoiceTotal: 6, ChoiceSize: 0, ChoiceEvery: 38, ChoiceCycles: 5, ChoiceDwell: 27, ChoicePause: 7,
+			ChoiceStream: 2, ChoiceStreamTotal: 4, ChoiceStreamSize: 5, ChoiceStreamEvery: 1, ChoiceReadSize: 1, ChoiceReadEvery: 0}, ""},
 	{"Cloud Hypervisor #5691 (testdata/incidents/ch-rx-single-descriptor.trace)", "cloud-hypervisor-34", "linux-6.6", nil, "start-failed"},
 	{"the same with a two-descriptor kernel", "cloud-hypervisor-34", "linux-5.15", nil, ""},
 }
