@@ -340,15 +340,12 @@ func (d *driver) loop() {
 		byKey := func(a, b *request) int { return a.key.cmp(b.key) }
 		slices.SortStableFunc(posted, byKey)
 		slices.SortStableFunc(batch, byKey)
-		for _, r := range posted {
-			d.seq++
-			r.seq = d.seq
-			d.apply(r)
-		}
-		for _, r := range batch {
-			d.seq++
-			r.seq = d.seq
-			d.apply(r)
+		for _, list := range [2][]*request{posted, batch} {
+			for _, r := range list {
+				d.seq++
+				r.seq = d.seq
+				d.apply(r)
+			}
 		}
 		clear(posted)
 		clear(batch)
